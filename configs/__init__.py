@@ -1,0 +1,1 @@
+"""Commented YAML experiment configs, shipped as package data (``omnirl.configs``)."""

@@ -1,0 +1,37 @@
+"""omnirl task families, registered with Gymnasium and with omnirl's family registry.
+
+Importing this package registers every family; nothing here imports MuJoCo (the entry points
+are strings, loaded when an env is made).
+"""
+
+from gymnasium.envs.registration import register
+from omnirl.envs.tasks import DIRECTION_TASKS, NAVIGATION_TASKS, VELOCITY_TASKS
+
+from omnirl.registry import register_family
+
+# --- 2D navigation --------------------------------------------------------------------------
+register(
+    id="omnirl/Navigation2D-v0",
+    entry_point="omnirl.envs.navigation:Navigation2DEnv",
+    vector_entry_point="omnirl.envs.navigation:Navigation2DVectorEnv",
+    max_episode_steps=100,
+)
+register_family("navigation-2d", "omnirl/Navigation2D-v0", NAVIGATION_TASKS)
+
+# --- HalfCheetah velocity -------------------------------------------------------------------
+register(
+    id="omnirl/HalfCheetahVel-v0",
+    entry_point="omnirl.envs.half_cheetah:HalfCheetahVelEnv",
+    vector_entry_point="omnirl.envs.half_cheetah:HalfCheetahVelVectorEnv",
+    max_episode_steps=200,
+)
+register_family("halfcheetah-vel", "omnirl/HalfCheetahVel-v0", VELOCITY_TASKS)
+
+# --- HalfCheetah direction ------------------------------------------------------------------
+register(
+    id="omnirl/HalfCheetahDir-v0",
+    entry_point="omnirl.envs.half_cheetah:HalfCheetahDirEnv",
+    vector_entry_point="omnirl.envs.half_cheetah:HalfCheetahDirVectorEnv",
+    max_episode_steps=200,
+)
+register_family("halfcheetah-dir", "omnirl/HalfCheetahDir-v0", DIRECTION_TASKS)

@@ -1,0 +1,105 @@
+"""2D navigation (Finn et al. 2017, section 5.3): a point moves towards a hidden goal.
+
+Observation: the position (2,). Action: a velocity, clipped to [-0.1, 0.1]^2. Reward per step:
+-||pos - goal||_2 after the move. The episode terminates when both coordinates are within 0.01 of
+the goal; the horizon (100) comes from registration. Goals are drawn from U[-0.5, 0.5]^2 and every
+episode starts at (0, 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from omnirl.envs.base import TaskEnvMixin, TaskVectorEnv, check_actions
+from omnirl.envs.tasks import NAVIGATION_TASKS, Task
+
+MAX_SPEED = 0.1
+GOAL_TOLERANCE = 0.01
+
+
+def _spaces() -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    obs = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+    act = gym.spaces.Box(-MAX_SPEED, MAX_SPEED, shape=(2,), dtype=np.float32)
+    return obs, act
+
+
+def navigation_step(
+    pos_N2: np.ndarray, goal_N2: np.ndarray, act_N2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move ``pos_N2`` by the clipped actions; return new positions, rewards and terminations.
+
+    ``reward = -sqrt(dx^2 + dy^2)`` with ``(dx, dy) = pos' - goal``; terminated when
+    ``|dx| < 0.01 and |dy| < 0.01``. Used by both the single and the vector env.
+    """
+    pos_N2 = pos_N2 + act_N2
+    delta_N2 = pos_N2 - goal_N2
+    reward_N = -np.sqrt(np.square(delta_N2).sum(axis=1))
+    terminated_N = (np.abs(delta_N2) < GOAL_TOLERANCE).all(axis=1)
+    return pos_N2, reward_N, terminated_N
+
+
+class Navigation2DEnv(TaskEnvMixin, gym.Env):
+    """One point-navigation task; ``task = {"goal": [x, y]}`` with x, y in [-0.5, 0.5]."""
+
+    metadata = {"render_modes": []}
+    task_space = NAVIGATION_TASKS
+
+    def __init__(self, task: Task | None = None):
+        self.observation_space, self.action_space = _spaces()
+        self._pos = np.zeros((1, 2))
+        self._init_task(task)
+
+    def _set_task_arrays(self, tasks: list[Task]) -> None:
+        self._goal = np.array([t["goal"] for t in tasks], dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start at (0, 0); ``options={"task": ...}`` sets the task first."""
+        super().reset(seed=seed)
+        self._apply_reset_options(options)
+        self._pos = np.zeros((1, 2))
+        return self._pos[0].astype(np.float32), {}
+
+    def step(self, action: Any):
+        """Move by ``action`` (clipped); reward is minus the distance to the goal."""
+        act = check_actions(action, self.action_space)
+        self._pos, reward, terminated = navigation_step(self._pos, self._goal, act[None])
+        return self._pos[0].astype(np.float32), float(reward[0]), bool(terminated[0]), False, {}
+
+
+class Navigation2DVectorEnv(TaskVectorEnv):
+    """N point-navigation sub-envs stepped with one numpy expression."""
+
+    metadata = {"render_modes": []}
+    task_space = NAVIGATION_TASKS
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = 100,
+        autoreset_mode: str = "NextStep",
+        task: Task | Sequence[Task] | None = None,
+    ):
+        self._pos = np.zeros((num_envs, 2))
+        obs_space, act_space = _spaces()
+        super().__init__(num_envs, obs_space, act_space, max_episode_steps, autoreset_mode, task)
+
+    def _set_task_arrays(self, tasks: list[Task]) -> None:
+        self._goal = np.array([t["goal"] for t in tasks], dtype=np.float64)
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        self._pos[ids] = 0.0
+        self._obs[ids] = 0.0
+
+    def _step_envs(
+        self, actions: np.ndarray, ids: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pos, reward, terminated = navigation_step(self._pos, self._goal, actions)
+        if ids is None:
+            self._pos = pos
+        else:
+            self._pos[ids] = pos[ids]
+        self._obs[:] = self._pos
+        return reward, terminated

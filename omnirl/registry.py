@@ -1,0 +1,84 @@
+"""Name -> family registry, resolved lazily.
+
+The core never imports ``omnirl.envs`` or ``omnirl.agents`` statically: families register
+themselves when ``omnirl.envs`` is imported (:func:`families` does that on first use), and
+users add their own with :func:`register_family`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class TaskDistribution(Protocol):
+    """What a family's task space offers (see ``omnirl.envs.tasks.TaskSpace``)."""
+
+    summary: str
+
+    def sample(self, n: int, rng: Any) -> list[dict[str, Any]]: ...  # noqa: D102
+
+    def validate(self, task: Any) -> dict[str, Any]: ...  # noqa: D102
+
+    def describe(self) -> str: ...  # noqa: D102
+
+
+@dataclass(frozen=True)
+class Family:
+    """A task family: a short name, its Gymnasium id and its task distribution."""
+
+    name: str
+    env_id: str
+    tasks: TaskDistribution
+
+    @property
+    def horizon(self) -> int | None:
+        """The episode horizon registered with Gymnasium (``max_episode_steps``)."""
+        import gymnasium
+
+        return gymnasium.spec(self.env_id).max_episode_steps
+
+
+class UnknownNameError(ValueError):
+    """A family or agent name that is not registered; the message lists the known ones."""
+
+
+_FAMILIES: dict[str, Family] = {}
+_BUILTIN_FAMILIES_LOADED = False
+
+
+def register_family(name: str, env_id: str, tasks: TaskDistribution) -> None:
+    """Register a family under ``name`` (e.g. ``"halfcheetah-vel"``) for Gymnasium id ``env_id``."""
+    _FAMILIES[name] = Family(name, env_id, tasks)
+
+
+def families() -> dict[str, Family]:
+    """All registered families (importing ``omnirl.envs`` once registers the built-in ones)."""
+    global _BUILTIN_FAMILIES_LOADED
+    if not _BUILTIN_FAMILIES_LOADED:
+        importlib.import_module("omnirl.envs")
+        _BUILTIN_FAMILIES_LOADED = True
+    return dict(_FAMILIES)
+
+
+def _unknown(kind: str, plural: str, name: str, known: list[str]) -> UnknownNameError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known {plural}: {', '.join(known)}")
+
+
+def get_family(name: str) -> Family:
+    """Look a family up by short name or by Gymnasium id.
+
+    Raises:
+        UnknownNameError: the message lists the known families.
+    """
+    known = families()
+    if name in known:
+        return known[name]
+    for family in known.values():
+        if family.env_id == name:
+            return family
+    raise _unknown("family", "families", name, sorted(known))

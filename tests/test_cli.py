@@ -1,0 +1,69 @@
+"""The command line, through Typer's runner and as a real subprocess."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from omnirl.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "list" in result.output
+
+
+def test_list_shows_every_family_with_tasks_and_horizon():
+    result = runner.invoke(app, ["list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name, env_id, tasks, horizon in [
+        ("navigation-2d", "omnirl/Navigation2D-v0", "goal ~ U[-0.5, 0.5]^2", "100"),
+        ("halfcheetah-vel", "omnirl/HalfCheetahVel-v0", "velocity ~ U[0, 2]", "200"),
+        ("halfcheetah-dir", "omnirl/HalfCheetahDir-v0", "direction ~ {-1, 1}", "200"),
+    ]:
+        row = next(line for line in result.output.splitlines() if name in line)
+        assert env_id in row and tasks in row and horizon in row
+
+
+def test_list_one_family_by_name_or_id_samples_valid_tasks():
+    for key in ("halfcheetah-vel", "omnirl/HalfCheetahVel-v0"):
+        result = runner.invoke(app, ["list", key, "--samples", "2", "--seed", "1"])
+        assert result.exit_code == 0, result.output
+        assert result.output.count('{"velocity":') == 2
+
+
+def test_unknown_family_is_one_clear_line_and_exit_code_2():
+    result = runner.invoke(app, ["list", "halfcheetah-vle"])
+    assert result.exit_code == 2
+    assert "unknown family 'halfcheetah-vle'" in result.output
+    assert "Did you mean 'halfcheetah-vel'" in result.output
+    assert "navigation-2d" in result.output and "Traceback" not in result.output
+
+
+def test_console_script_starts_without_torch_or_mujoco(tmp_path):
+    code = (
+        "import sys, omnirl.cli; print(sorted(m for m in ('torch', 'mujoco') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_installed_packages_import_from_outside_the_repo(tmp_path):
+    code = "import omnirl.envs, omnirl.agents, omnirl.configs; print(omnirl.envs.__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "omnirl.envs"
+    omnirl = str(Path(sys.executable).parent / "omnirl")
+    result = subprocess.run([omnirl, "list", "nope"], cwd=tmp_path, capture_output=True, text=True)
+    assert (
+        result.returncode == 2
+        and "Known families" in result.stderr
+        and "Traceback" not in result.stderr
+    )

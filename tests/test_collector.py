@@ -1,0 +1,149 @@
+"""The batched collector: layout, masks, task assignment, groups, reproducibility."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omnirl.agents import GaussianMLPPolicy
+from omnirl.envs.base import TaskEnvMixin
+from omnirl.envs.tasks import TaskSpace, Uniform
+
+from omnirl.collector import Collector, RolloutGroup
+
+LENGTHS = TaskSpace(fields={"length": Uniform(1, 10)}, summary="episode ends after `length` steps")
+
+
+class CountdownEnv(TaskEnvMixin, gym.Env):
+    """Known episode lengths: terminates after int(length) steps; reward = length; obs = step."""
+
+    task_space = LENGTHS
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+        self._init_task(None)
+
+    def _set_task_arrays(self, tasks):
+        self._length = int(tasks[0]["length"])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._apply_reset_options(options)
+        self._t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        return (
+            np.array([self._t], np.float32),
+            float(self._task["length"]),
+            self._t >= self._length,
+            False,
+            {},
+        )
+
+
+gym.register("omnirl-test/Countdown-v0", entry_point=CountdownEnv, max_episode_steps=12)
+
+
+def test_shapes_masks_and_task_layout_on_known_lengths():
+    tasks = [{"length": 3.0}, {"length": 7.0}, {"length": 1.0}]
+    policy = GaussianMLPPolicy(1, 1, hidden=(8,))
+    with Collector("omnirl-test/Countdown-v0", seed=0) as collector:  # no native vector env: sync
+        [episodes] = collector.collect(policy, tasks, episodes_per_task=4)
+    assert episodes.obs_TNO.shape == (12, 12, 1) and episodes.act_TNA.shape == (12, 12, 1)
+    assert episodes.rew_TN.shape == episodes.valid_TN.shape == episodes.logp_TN.shape == (12, 12)
+    assert episodes.task_N.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert (episodes.num_tasks, episodes.episodes_per_task) == (3, 4)
+    assert episodes.lengths_N.tolist() == [3.0] * 4 + [7.0] * 4 + [1.0] * 4
+    # reward = the task's length: every sub-env of task b ran task b
+    np.testing.assert_array_equal(episodes.returns_N.numpy(), [9.0] * 4 + [49.0] * 4 + [1.0] * 4)
+    np.testing.assert_array_equal(episodes.task_returns_B().numpy(), [9.0, 49.0, 1.0])
+    # observations are the step counter inside the episode, zero after it
+    expected_obs = torch.arange(12.0)[:, None] * episodes.valid_TN
+    torch.testing.assert_close(episodes.obs_TNO[..., 0], expected_obs)
+    assert (episodes.act_TNA[episodes.valid_TN == 0] == 0).all()
+
+
+def test_logp_is_the_behaviour_log_probability():
+    policy = GaussianMLPPolicy(2, 2, hidden=(16,), init_std=0.3)
+    tasks = [{"goal": [0.2, 0.3]}, {"goal": [-0.4, 0.1]}]
+    [episodes] = Collector("omnirl/Navigation2D-v0", seed=1).collect(policy, tasks, 3, horizon=20)
+    with torch.no_grad():
+        expected = policy(episodes.obs_TNO).log_prob(episodes.act_TNA).sum(-1) * episodes.valid_TN
+    torch.testing.assert_close(episodes.logp_TN, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_each_task_runs_on_its_own_sub_envs_native():
+    # Navigation's reward is -||next_obs - goal||: recompute it with each sub-env's task goal.
+    tasks = [{"goal": [0.4, -0.3]}, {"goal": [-0.2, 0.25]}, {"goal": [0.0, 0.5]}]
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_std=0.05)
+    [episodes] = Collector("omnirl/Navigation2D-v0", seed=0).collect(policy, tasks, 5, horizon=30)
+    goals_N2 = torch.tensor([tasks[b]["goal"] for b in episodes.task_N.tolist()])
+    pos_TN2 = episodes.obs_TNO[:-1] + episodes.act_TNA[:-1].clamp(-0.1, 0.1)
+    expected_TN = -(pos_TN2 - goals_N2).norm(dim=-1) * episodes.valid_TN[:-1]
+    torch.testing.assert_close(episodes.rew_TN[:-1], expected_TN, rtol=1e-4, atol=1e-5)
+
+
+def test_halfcheetah_tasks_assigned_task_major():
+    tasks = [{"velocity": 0.5}, {"velocity": 1.5}]
+    with Collector("omnirl/HalfCheetahVel-v0", seed=0) as collector:
+        policy = GaussianMLPPolicy(17, 6, hidden=(8,))
+        [episodes] = collector.collect(policy, tasks, 3, horizon=5)
+        assert [t["velocity"] for t in collector._env.get_attr("task")] == [0.5] * 3 + [1.5] * 3
+    assert episodes.valid_TN.sum() == 5 * 6
+
+
+def test_reproducible_for_the_same_seed():
+    policy = GaussianMLPPolicy(17, 6, hidden=(8,))
+    tasks = [{"direction": 1.0}, {"direction": -1.0}]
+    first = Collector("omnirl/HalfCheetahDir-v0", seed=3).collect(policy, tasks, 2, horizon=10)[0]
+    second = Collector("omnirl/HalfCheetahDir-v0", seed=3).collect(policy, tasks, 2, horizon=10)[0]
+    other = Collector("omnirl/HalfCheetahDir-v0", seed=4).collect(policy, tasks, 2, horizon=10)[0]
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(first.obs_TNO, other.obs_TNO)
+    # A per-call seed restarts both streams, whatever ran before.
+    collector = Collector("omnirl/HalfCheetahDir-v0", seed=99)
+    collector.collect(policy, tasks, 2, horizon=10)
+    again = collector.collect(policy, tasks, 2, horizon=10, seed=3)[0]
+    torch.testing.assert_close(again.act_TNA, first.act_TNA, rtol=0, atol=0)
+
+
+def test_groups_with_shared_and_per_task_parameters():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_std=1e-3)
+    own = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    shifted = dict(own, **{"mean.bias": own["mean.bias"] + 0.05})
+    tasks = [{"goal": [0.3, 0.3]}, {"goal": [-0.3, 0.3]}]
+    groups = [
+        RolloutGroup(),  # the module's own parameters
+        RolloutGroup(params=[own, shifted]),  # task 1 acts with a shifted mean
+        RolloutGroup(params={"mean.bias": own["mean.bias"] - 0.05}),  # a partial dict for all tasks
+    ]
+    plain, per_task, partial = Collector("omnirl/Navigation2D-v0", seed=0).collect(
+        policy, tasks, 2, groups, horizon=4
+    )
+    assert plain.obs_TNO.shape == per_task.obs_TNO.shape == (4, 4, 2)
+    first_step_mean = policy(torch.zeros(1, 2)).loc.detach()
+    torch.testing.assert_close(plain.act_TNA[0], first_step_mean.expand(4, 2), atol=1e-2, rtol=0)
+    shift = torch.tensor([0.0, 0.0, 0.05, 0.05])[:, None]
+    torch.testing.assert_close(per_task.act_TNA[0], first_step_mean + shift, atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        partial.act_TNA[0], (first_step_mean - 0.05).expand(4, 2), atol=1e-2, rtol=0
+    )
+
+
+def test_bad_collect_arguments():
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,))
+    collector = Collector("omnirl/Navigation2D-v0", seed=0)
+    with pytest.raises(ValueError, match="one parameter set per task"):
+        collector.collect(policy, [{"goal": [0, 0]}] * 2, 1, [RolloutGroup(params=[{}])])
+    with pytest.raises(ValueError, match="at least one task"):
+        collector.collect(policy, [], 1)
+    with pytest.raises(ValueError, match="out of range"):
+        collector.collect(policy, [{"goal": [2, 0]}], 1)
+    with pytest.raises(ValueError, match="vectorization must be one of"):
+        Collector("omnirl/Navigation2D-v0", vectorization="threads").collect(
+            policy, [{"goal": [0, 0]}], 1
+        )
