@@ -15,7 +15,9 @@ thread pool in C, which is bit-identical to stepping one ``MjData`` per sub-env.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -84,11 +86,29 @@ class _DirectionObjective(_Objective):
         return direction_reward(v_N, self._target, ctrl_NA)
 
 
+@contextmanager
+def mujoco_warnings_as_python_warnings() -> Iterator[None]:
+    """Route MuJoCo's warnings to Python's ``warnings`` inside the block.
+
+    By default MuJoCo prints every warning and appends it to ``MUJOCO_LOG.TXT`` in the working
+    directory; Gymnasium's ``half_cheetah.xml`` triggers a deprecation warning (``settotalmass``)
+    at every model load, which would leave such a file in every folder omnirl runs in. As a
+    Python warning it is shown once and can be filtered.
+    """
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=2))
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 class HalfCheetahTaskEnv(TaskEnvMixin, HalfCheetahEnv):
     """Gymnasium's HalfCheetah-v5 with a task-dependent reward and a [-10, 10]^6 action box."""
 
     def __init__(self, task: Task | None = None, render_mode: str | None = None, **kwargs: Any):
-        super().__init__(render_mode=render_mode, **kwargs)
+        with mujoco_warnings_as_python_warnings():
+            super().__init__(render_mode=render_mode, **kwargs)
         # Offscreen modes only: omnirl renders to video files, and "human" needs a display.
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(1.0 / self.dt)}
         self._init_task(task)
