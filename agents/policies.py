@@ -48,8 +48,16 @@ class GaussianMLPPolicy(nn.Module):
         self.mean = nn.Linear(hidden[-1] if hidden else obs_dim, act_dim)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
+    flows = (None,)
+
     def forward(self, obs: torch.Tensor, flow: str | None = None) -> Normal:
         """Action distribution for ``obs`` (..., obs_dim); a plain MLP has no flows."""
         if flow is not None:
             raise ValueError(f"GaussianMLPPolicy has a single flow; got flow={flow!r}")
         return gaussian(self.mean(self.body(obs)), self.log_std)
+
+    def flow_parameter_names(self, flow: str | None = None) -> list[str]:
+        """All parameters: the single flow uses every one."""
+        if flow is not None:
+            raise ValueError(f"GaussianMLPPolicy has a single flow; got flow={flow!r}")
+        return [name for name, _ in self.named_parameters()]

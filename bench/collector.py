@@ -26,10 +26,11 @@ import omnirl.envs  # noqa: F401  (registers the families)
 import torch
 from mujoco import rollout
 from omnirl.agents import GaussianMLPPolicy
-from omnirl.envs.half_cheetah import action_to_ctrl, available_cores
+from omnirl.envs.half_cheetah import action_to_ctrl
 
 from omnirl.collector import Collector
 from omnirl.registry import get_family
+from omnirl.threads import available_cores
 
 
 def gymnasium_loop(env, policy, horizon: int, seed: int) -> float:

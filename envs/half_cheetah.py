@@ -14,7 +14,6 @@ thread pool in C, which is bit-identical to stepping one ``MjData`` per sub-env.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from mujoco import batch as mjbatch
 from omnirl.envs.base import TaskEnvMixin, TaskVectorEnv, check_actions
 from omnirl.envs.tasks import DIRECTION_TASKS, VELOCITY_TASKS, Task, TaskSpace
+
+from omnirl.threads import available_cores
 
 ACTION_SCALE = 10.0
 CTRL_COST_WEIGHT = 0.05
@@ -141,14 +142,6 @@ class HalfCheetahVelEnv(_VelocityObjective, HalfCheetahTaskEnv):
 
 class HalfCheetahDirEnv(_DirectionObjective, HalfCheetahTaskEnv):
     """Run forward or backward, ``{"direction": d}``, d in {-1, +1}."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (respects affinity masks and containers)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class HalfCheetahTaskVectorEnv(TaskVectorEnv):

@@ -8,7 +8,8 @@ traceback.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -82,3 +83,116 @@ def list_families(
     rng = np.random.default_rng(seed)
     for task in fam.tasks.sample(samples, rng):
         console.print(f"  e.g.     {json.dumps(task)}", highlight=False)
+
+
+def _progress_bar(total: int, start: int) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("train", total=total, completed=start, stats="")
+
+    def update(iteration: int, metrics: dict[str, float]) -> None:
+        stats = f"{metrics.get('time/sps', 0):,.0f} steps/s"
+        for key, label in (("rollout/return_pre", "pre"), ("rollout/return_post", "post")):
+            if key in metrics:
+                stats += f"  return {label} {metrics[key]:.1f}"
+        progress.update(task, completed=iteration, stats=stats)
+
+    return progress, update
+
+
+@app.command()
+def train(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A family (navigation-2d, halfcheetah-vel, ...), config name or YAML path."
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="omni, maml, pretrain, joint or random.")
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Meta-iterations to train.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the whole run.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set key=value (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this folder from its latest checkpoint."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+) -> None:
+    """Train an agent on a task family (Omni-Training, MAML, pre-training, ...)."""
+    from omnirl.config import ConfigError, load_config
+    from omnirl.trainer import Trainer
+
+    try:
+        if resume is not None:
+            if source is not None or agent or seed is not None or overrides:
+                raise ConfigError(
+                    "--resume continues a run as configured; only --iterations may change"
+                )
+            trainer = Trainer.resume(resume, iterations)
+        else:
+            if source is None:
+                raise ConfigError(
+                    "train needs a family or config (see: omnirl list), or --resume RUN"
+                )
+            sets = list(overrides or [])
+            sets += [f"agent={agent}"] if agent is not None else []
+            sets += [f"iterations={iterations}"] if iterations is not None else []
+            sets += [f"seed={seed}"] if seed is not None else []
+            trainer = Trainer(load_config(source, sets))
+    except (ConfigError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    _run_training(trainer, progress)
+
+
+def _run_training(trainer: Any, progress: bool) -> None:
+    from omnirl.trainer import TrainingError
+
+    cfg = trainer.cfg
+    console.print(
+        f"[bold]{cfg.agent}[/] on [bold]{cfg.family}[/], seed {cfg.seed}: "
+        f"run folder {trainer.run_dir}",
+        highlight=False,
+    )
+    bar, update = _progress_bar(cfg.iterations, trainer.iteration) if progress else (None, None)
+    try:
+        if bar is not None:
+            with bar:
+                trainer.train(on_iteration=update)
+        else:
+            trainer.train()
+    except TrainingError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; continue with: omnirl train --resume {trainer.run_dir}")
+        raise typer.Exit(code=130) from None
+    finally:
+        trainer.close()
+    console.print(f"done: {trainer.iteration} iterations in {trainer.run_dir}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

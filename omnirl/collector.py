@@ -132,21 +132,21 @@ class Collector:
         self.torch_threads = torch_threads
         self.env_kwargs = dict(env_kwargs or {})
         self.horizon = gym.spec(env_id).max_episode_steps
-        self._env: Any = None
-        self._pending_seed = seed
+        self._envs: dict[int, Any] = {}
+        self._first_seed = seed
         self._generator = torch.Generator()
         if seed is not None:
             self._generator.manual_seed(seed)
         self.stats = {"env_s": 0.0, "policy_s": 0.0, "env_steps": 0}
 
     def _vector_env(self, num_envs: int) -> Any:
-        if self._env is None or self._env.num_envs != num_envs:
-            if self._env is not None:
-                self._env.close()
-            self._env = make_vector_env(
+        # One vector env per batch size: rule-dependent passes (e.g. 2 groups, then 1) alternate
+        # sizes every iteration, and building a MuJoCo batch is not free.
+        if num_envs not in self._envs:
+            self._envs[num_envs] = make_vector_env(
                 self.env_id, num_envs, self.vectorization, **self.env_kwargs
             )
-        return self._env
+        return self._envs[num_envs]
 
     def collect(
         self,
@@ -166,7 +166,7 @@ class Collector:
             episodes_per_task: K.
             groups: the rollout groups (flow and parameters); each gets all B*K episodes.
             horizon: steps per episode (default: the family's registered horizon).
-            seed: reseed environments and action sampling (default: continue the streams).
+            seed: reseed environments and action sampling (default: the next seed of the stream).
 
         Returns:
             One :class:`Episodes` per group, each with N = B*K sub-envs and T = horizon steps.
@@ -176,8 +176,12 @@ class Collector:
             raise ValueError(f"{self.env_id} registers no max_episode_steps; pass horizon=")
         if not tasks or episodes_per_task < 1 or not groups:
             raise ValueError("collect needs at least one task, one episode per task and one group")
-        if seed is not None:
-            self._pending_seed = seed
+        seed, self._first_seed = (self._first_seed if seed is None else seed), None
+        if seed is None:
+            # Every reset is seeded (from the sampling stream), so a collection is reproducible
+            # whichever vector env serves it.
+            seed = int(torch.randint(2**31 - 1, (), generator=self._generator))
+        else:
             self._generator.manual_seed(seed)
         num_tasks, per_group = len(tasks), len(tasks) * episodes_per_task
         env = self._vector_env(per_group * len(groups))
@@ -187,9 +191,13 @@ class Collector:
         torch.set_num_threads(self.torch_threads)
         try:
             with torch.inference_mode():
-                obs_TNO, act_TNA, logp_TN, rew_TN, valid_TN = self._run(env, actors, horizon)
+                arrays = self._run(env, actors, horizon, seed)
         finally:
             torch.set_num_threads(threads)
+        # Converted outside inference mode: the episodes feed autograd later.
+        obs_TNO, act_TNA, logp_TN, rew_TN, valid_TN = (
+            torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays
+        )
         task_N = torch.arange(num_tasks).repeat_interleave(episodes_per_task)
         out = []
         for g in range(len(groups)):
@@ -206,7 +214,9 @@ class Collector:
             )
         return out
 
-    def _run(self, env: Any, actors: list[_GroupActor], horizon: int) -> tuple[torch.Tensor, ...]:
+    def _run(
+        self, env: Any, actors: list[_GroupActor], horizon: int, seed: int
+    ) -> tuple[np.ndarray, ...]:
         # numpy buffers: per-step writes into them cost a fraction of torch indexing, and
         # torch.from_numpy shares their memory, so nothing is copied at the end.
         num_envs = env.num_envs
@@ -219,8 +229,7 @@ class Collector:
         valid_TN = np.zeros((horizon, num_envs), np.float32)
         alive_N = np.ones(num_envs, dtype=bool)
         per_group = num_envs // len(actors)
-        obs, _ = env.reset(seed=self._pending_seed)
-        self._pending_seed = None
+        obs, _ = env.reset(seed=seed)
         policy_s = env_s = 0.0
         for t in range(horizon):
             tic = time.perf_counter()
@@ -234,6 +243,10 @@ class Collector:
                 act_TNA[t, cols] = torch.addcmul(loc, scale, noise).numpy()
                 noise_TNA[t, cols] = noise.numpy()
                 scale_TNA[t, cols] = scale.numpy()  # broadcasts a state-independent scale
+            if not np.isfinite(act_TNA[t]).all():
+                raise FloatingPointError(
+                    f"the policy produced non-finite actions at step {t} (diverged parameters?)"
+                )
             toc = time.perf_counter()
             obs, rew, terminated, truncated, _ = env.step(act_TNA[t])
             env_s += time.perf_counter() - toc
@@ -243,9 +256,8 @@ class Collector:
             if not alive_N.any():
                 break
         # log N(loc + scale*noise; loc, scale) summed over action dims, for all steps at once.
-        logp_TN = (-0.5 * np.square(noise_TNA) - np.log(scale_TNA)).sum(
-            -1
-        ) - _HALF_LOG_2PI * act_dim
+        logp_TN = (-0.5 * np.square(noise_TNA) - np.log(scale_TNA)).sum(-1)
+        logp_TN -= _HALF_LOG_2PI * act_dim
         self.stats["policy_s"] += policy_s
         self.stats["env_s"] += env_s
         self.stats["env_steps"] += int(valid_TN.sum())
@@ -258,13 +270,13 @@ class Collector:
             rew_TN * mask,
             mask,
         )
-        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays)
+        return arrays
 
     def close(self) -> None:
-        """Close the vector env."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        """Close the vector envs."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
 
     def __enter__(self) -> Collector:
         return self

@@ -1,8 +1,9 @@
-"""Name -> family registry, resolved lazily.
+"""Name -> family and name -> agent registries, resolved lazily.
 
 The core never imports ``omnirl.envs`` or ``omnirl.agents`` statically: families register
 themselves when ``omnirl.envs`` is imported (:func:`families` does that on first use), and
-users add their own with :func:`register_family`.
+agents are ``"module:Class"`` strings, as Gymnasium's ``register(entry_point=...)``. Users add
+their own with :func:`register_family` and :func:`register_agent`.
 """
 
 from __future__ import annotations
@@ -46,12 +47,41 @@ class UnknownNameError(ValueError):
 
 
 _FAMILIES: dict[str, Family] = {}
+_AGENTS: dict[str, str] = {
+    "omni": "omnirl.agents.omni:OmniAgent",
+    "maml": "omnirl.agents.maml:MAMLAgent",
+    "pretrain": "omnirl.agents.pretrain:PretrainAgent",
+    "joint": "omnirl.agents.joint:JointAgent",
+    "random": "omnirl.agents.random:RandomAgent",
+}
 _BUILTIN_FAMILIES_LOADED = False
 
 
 def register_family(name: str, env_id: str, tasks: TaskDistribution) -> None:
     """Register a family under ``name`` (e.g. ``"halfcheetah-vel"``) for Gymnasium id ``env_id``."""
     _FAMILIES[name] = Family(name, env_id, tasks)
+
+
+def register_agent(name: str, entry_point: str) -> None:
+    """Register an agent class by ``"module:Class"`` entry point."""
+    _AGENTS[name] = entry_point
+
+
+def agent_names() -> list[str]:
+    """Names of the registered agents."""
+    return list(_AGENTS)
+
+
+def load_agent(name: str) -> Any:
+    """Import and return the agent class registered as ``name``.
+
+    Raises:
+        UnknownNameError: the message lists the known agents.
+    """
+    if name not in _AGENTS:
+        raise _unknown("agent", "agents", name, sorted(_AGENTS))
+    module, _, attr = _AGENTS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def families() -> dict[str, Family]:

@@ -90,7 +90,8 @@ def test_halfcheetah_tasks_assigned_task_major():
     with Collector("omnirl/HalfCheetahVel-v0", seed=0) as collector:
         policy = GaussianMLPPolicy(17, 6, hidden=(8,))
         [episodes] = collector.collect(policy, tasks, 3, horizon=5)
-        assert [t["velocity"] for t in collector._env.get_attr("task")] == [0.5] * 3 + [1.5] * 3
+        [env] = collector._envs.values()
+        assert [t["velocity"] for t in env.get_attr("task")] == [0.5] * 3 + [1.5] * 3
     assert episodes.valid_TN.sum() == 5 * 6
 
 

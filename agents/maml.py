@@ -1,0 +1,34 @@
+"""``maml``: MAML-TRPO (Finn et al. 2017) on a plain Gaussian MLP."""
+
+from __future__ import annotations
+
+from omnirl.agents.base import Agent, Tasks, mean_return
+from omnirl.agents.terms import MetaTerm
+
+from omnirl.collector import Collector, RolloutGroup
+
+
+class MAMLAgent(Agent):
+    """MAML-TRPO: adapt on support episodes, step on the adapted policies' query loss.
+
+    Inner step on support episodes S_b, query episodes Q_b with the adapted parameters, and a
+    TRPO step on ``mean_b L_pg(Q_b; theta'_b)`` differentiated through the inner step.
+
+    References:
+        Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+        Networks." ICML 2017.
+    """
+
+    name = "maml"
+
+    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+        """Collect S, adapt, collect Q, and take the meta step."""
+        [support_eps] = self.collect(collector, tasks, [RolloutGroup()], seed)
+        support = self.batch(support_eps)
+        adapted = self.adapted_for_rollouts(support, None)
+        [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
+        term = MetaTerm(None, support, self.batch(query_eps), self.inner_lrs, self.cfg.first_order)
+        metrics = self.update({"meta": term})
+        metrics["rollout/return_pre"] = mean_return(support_eps)
+        metrics["rollout/return_post"] = mean_return(query_eps)
+        return metrics

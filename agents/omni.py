@@ -1,0 +1,117 @@
+"""``omni``: Omni-Training (Shu et al.) for reinforcement learning on the tri-flow Omni-Net."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omnirl.agents.base import Agent, Tasks, mean_return
+from omnirl.agents.omni_net import OmniNetPolicy
+from omnirl.agents.terms import MetaTerm, PretrainTerm
+
+from omnirl.collector import Collector, RolloutGroup
+from omnirl.ema import EMATeacher
+from omnirl.maml import adapt_per_task, detached, flow_params
+from omnirl.pg import PGBatch, policy_dist
+
+
+class OmniAgent(Agent):
+    """Pre-flow trained by REINFORCE, meta-flow by MAML, joint flow by both; EMA self-distillation.
+
+    One outer step on ``O = J_pre + J_meta + L_joint`` with ``J_pre = L_pre + lambda R_pre`` and
+    ``J_meta = L_meta + lambda R_meta``, where R are squared differences between the student's
+    and the EMA teacher's action means (the teacher adapted with its own first-order inner step
+    for the meta flow). The joint flow reuses the pre- and meta-flow rollouts with truncated
+    importance ratios, or collects its own (``joint_rollouts: own``).
+
+    References:
+        Shu, Kou, Yang, Wang, Long. "Omni-Training for Data-Efficient Deep Learning."
+        Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+        Networks." ICML 2017.
+    """
+
+    name = "omni"
+    eval_flow = "meta"
+
+    def __init__(self, cfg: Any, obs_dim: int, act_dim: int):
+        super().__init__(cfg, obs_dim, act_dim)
+        self.teacher = EMATeacher(self.policy, cfg.ema_decay)
+
+    def make_policy(self, obs_dim: int, act_dim: int) -> torch.nn.Module:
+        """The tri-flow Omni-Net."""
+        cfg = self.cfg
+        return OmniNetPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.branch_rank, cfg.init_std)
+
+    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+        """Pass 1: P (pre flow) and S (meta flow); pass 2: Q (adapted meta flow); one step."""
+        own = self.cfg.joint_rollouts == "own"
+        groups = [RolloutGroup("pre"), RolloutGroup("meta")]
+        groups += [RolloutGroup("joint"), RolloutGroup("joint")] if own else []
+        first = self.collect(collector, tasks, groups, seed)
+        pre, support = self.batch(first[0]), self.batch(first[1])
+        second_groups = [RolloutGroup("meta", self.adapted_for_rollouts(support, "meta"))]
+        if own:
+            joint_support = self.batch(first[3])
+            second_groups.append(
+                RolloutGroup("joint", self.adapted_for_rollouts(joint_support, "joint"))
+            )
+        second = self.collect(collector, tasks, second_groups)
+        query = self.batch(second[0])
+        terms = self._distilled_terms(pre, support, query)
+        if own:
+            terms.update(
+                self._joint_terms(self.batch(first[2]), joint_support, self.batch(second[1]))
+            )
+        else:
+            terms.update(self._joint_terms(pre, support, query, 1.0 + self.cfg.importance_clip))
+        metrics = self.update(terms)
+        self.teacher.update(self.policy)
+        metrics["rollout/return_pre"] = mean_return(first[1])
+        metrics["rollout/return_post"] = mean_return(second[0])
+        metrics["rollout/return_pre_flow"] = mean_return(first[0])
+        return metrics
+
+    def _distilled_terms(self, pre: PGBatch, support: PGBatch, query: PGBatch) -> dict[str, Any]:
+        cfg, teacher = self.cfg, self.teacher.module
+        with torch.no_grad():
+            teacher_pre = teacher(pre.obs_TNO, flow="pre").loc
+        # The teacher adapts with its own first-order inner step; it never receives gradients.
+        adapted = adapt_per_task(
+            teacher, detached(flow_params(teacher, "meta")), support, "meta", self.inner_lrs, True
+        )
+        with torch.no_grad():
+            teacher_meta = [
+                policy_dist(teacher, p, query.task(b).obs_TNO, "meta").loc
+                for b, p in enumerate(adapted)
+            ]
+        return {
+            "pre": PretrainTerm("pre", pre, None, teacher_pre, cfg.distill_weight),
+            "meta": MetaTerm(
+                "meta",
+                support,
+                query,
+                self.inner_lrs,
+                cfg.first_order,
+                None,
+                teacher_meta,
+                cfg.distill_weight,
+            ),
+        }
+
+    def _joint_terms(
+        self, pre: PGBatch, support: PGBatch, query: PGBatch, ratio_cap: float | None = None
+    ) -> dict[str, Any]:
+        lrs, first_order = self.inner_lrs, self.cfg.first_order
+        return {
+            "joint_pre": PretrainTerm("joint", pre, ratio_cap),
+            "joint_meta": MetaTerm("joint", support, query, lrs, first_order, ratio_cap),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, optimizer and EMA teacher."""
+        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.teacher.load_state_dict(state["teacher"])

@@ -1,0 +1,130 @@
+"""The tri-flow Omni-Net Gaussian policy (Shu et al., Omni-Training, section 4.1).
+
+Every hidden layer is an Omni-Layer: a main chunk ``f_joint`` shared by all flows plus two
+lightweight low-rank branches, ``f_pre`` and ``f_meta``::
+
+    joint flow:  x_l = tanh(f_joint(x_{l-1}))
+    pre flow:    x_l = tanh(f_joint(x_{l-1}) + f_pre(x_{l-1}))     (x_{l-1} of the pre flow)
+    meta flow:   x_l = tanh(f_joint(x_{l-1}) + f_meta(x_{l-1}))    (x_{l-1} of the meta flow)
+
+Each flow has its own Gaussian head. The branches' second factors start at zero, so at
+initialisation the three flows compute the same hidden features. One ordinary ``forward``
+serves every flow; MAML evaluates it with adapted parameters through
+``torch.func.functional_call``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from omnirl.agents.policies import gaussian
+from torch import nn
+from torch.distributions import Normal
+
+FLOWS = ("joint", "pre", "meta")
+
+
+class LowRankBranch(nn.Module):
+    """``Linear(d_in, r) -> Linear(r, d_out)``; the second factor starts at zero."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(d_in, rank)
+        self.up = nn.Linear(rank, d_out)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch's contribution to the layer's pre-activation."""
+        return self.up(self.down(x))
+
+
+class OmniLayer(nn.Module):
+    """A linear layer with a shared joint chunk and one low-rank branch per parallel flow."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int):
+        super().__init__()
+        self.joint = nn.Linear(d_in, d_out)
+        self.pre = LowRankBranch(d_in, d_out, rank)
+        self.meta = LowRankBranch(d_in, d_out, rank)
+
+    def forward(self, x: torch.Tensor, flow: str) -> torch.Tensor:
+        """Pre-activation of ``flow``: the joint chunk, plus the flow's branch if it has one."""
+        out = self.joint(x)
+        if flow == "pre":
+            out = out + self.pre(x)
+        elif flow == "meta":
+            out = out + self.meta(x)
+        return out
+
+
+class GaussianHead(nn.Module):
+    """Mean layer and state-independent log-std of one flow."""
+
+    def __init__(self, d_in: int, act_dim: int, init_std: float):
+        super().__init__()
+        self.mean = nn.Linear(d_in, act_dim)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def forward(self, x: torch.Tensor) -> Normal:
+        """Action distribution from hidden features."""
+        return gaussian(self.mean(x), self.log_std)
+
+
+class OmniNetPolicy(nn.Module):
+    """Gaussian policy with three flows (joint, pre, meta) over shared Omni-Layers.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer sizes.
+        rank: rank r of the pre and meta branches.
+        init_std: initial standard deviation of every head.
+    """
+
+    flows = FLOWS
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        rank: int = 16,
+        init_std: float = 1.0,
+    ):
+        super().__init__()
+        sizes = [obs_dim, *hidden]
+        self.layers = nn.ModuleList(
+            OmniLayer(d_in, d_out, rank) for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.heads = nn.ModuleDict(
+            {flow: GaussianHead(sizes[-1], act_dim, init_std) for flow in FLOWS}
+        )
+
+    def features(self, obs: torch.Tensor, flow: str = "joint") -> torch.Tensor:
+        """Last hidden features of ``flow``."""
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {', '.join(FLOWS)}; got {flow!r}")
+        x = obs
+        for layer in self.layers:
+            x = torch.tanh(layer(x, flow))
+        return x
+
+    def forward(self, obs: torch.Tensor, flow: str = "joint") -> Normal:
+        """Action distribution of ``flow`` for ``obs`` (..., obs_dim)."""
+        return self.heads[flow](self.features(obs, flow))
+
+    def flow_parameter_names(self, flow: str) -> list[str]:
+        """Names of the parameters ``flow`` uses: the joint chunks, its branches and its head."""
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {', '.join(FLOWS)}; got {flow!r}")
+
+        def used(name: str) -> bool:
+            part = name.split(".")
+            if part[0] == "heads":
+                return part[1] == flow
+            return part[2] == "joint" or part[2] == flow
+
+        return [name for name, _ in self.named_parameters() if used(name)]

@@ -1,0 +1,71 @@
+"""Return after 0, 1, ..., S adaptation steps on fresh tasks (the MAML paper's test protocol).
+
+For every task: collect K episodes with the current parameters, take one policy-gradient step
+on them, re-collect, and so on. All tasks of a step run in one batched collector pass, each
+with its own adapted parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from omnirl.collector import Collector, RolloutGroup
+from omnirl.maml import adapt, detached, flow_params
+
+
+def default_lrs(inner_lr: float, steps: int) -> list[float]:
+    """The MAML paper's test schedule: ``alpha`` for the first step, ``alpha / 2`` after."""
+    return [inner_lr] + [inner_lr / 2] * max(steps - 1, 0)
+
+
+def adaptation_returns(
+    agent: Any,
+    collector: Collector,
+    tasks: Sequence[dict[str, Any]],
+    lrs: Sequence[float],
+    episodes_per_task: int,
+    flow: str | None = None,
+    horizon: int | None = None,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Mean episode return of every task after 0..len(lrs) adaptation steps.
+
+    Args:
+        agent: an agent (its ``policy`` and ``batch`` are used).
+        collector: the collector of the agent's family.
+        tasks: the test tasks.
+        lrs: one learning rate per adaptation step.
+        episodes_per_task: K episodes per task and step.
+        flow: the flow to evaluate (default: the agent's ``eval_flow``).
+        horizon: episode length (default: the family's).
+        seed: seeds the first collection (later ones continue the stream).
+
+    Returns:
+        ``(len(lrs) + 1, len(tasks))`` array of mean undiscounted returns.
+    """
+    policy = agent.policy
+    flow = agent.eval_flow if flow is None else flow
+    shared = {k: v.detach() for k, v in flow_params(policy, flow).items()}
+    params = [shared] * len(tasks)
+    returns = np.zeros((len(lrs) + 1, len(tasks)))
+    for step in range(len(lrs) + 1):
+        group = RolloutGroup(flow, params)
+        [episodes] = collector.collect(
+            policy, tasks, episodes_per_task, [group], horizon, seed if step == 0 else None
+        )
+        returns[step] = episodes.task_returns_B().numpy()
+        if step < len(lrs):
+            batch = agent.batch(episodes)
+            params = [
+                {
+                    k: v.detach()
+                    for k, v in adapt(
+                        policy, detached(p), batch.task(b), flow, [lrs[step]], True
+                    ).items()
+                }
+                for b, p in enumerate(params)
+            ]
+    return returns

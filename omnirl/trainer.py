@@ -1,0 +1,219 @@
+"""The training loop: run folder, logging, atomic checkpoints, bit-for-bit resume.
+
+A run lives in ``runs/<family>-<agent>-<seed>-<timestamp>/``: ``config.yaml`` (resolved),
+tensorboard events, ``metrics.jsonl`` (one line per iteration) and ``checkpoints/latest.pt`` /
+``best.pt`` (best by post-adaptation return). Everything random is drawn from generators saved in
+the checkpoint, so ``Trainer.resume(run)`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from omnirl import checkpoint, registry, timing
+from omnirl.collector import Collector
+from omnirl.config import TrainConfig, config_to_dict, load_config, save_config
+from omnirl.evaluation import adaptation_returns, default_lrs
+from omnirl.seeding import derive_seed, seed_everything
+from omnirl.threads import available_cores
+
+# A separate stream for the quick-evaluation tasks, so they never coincide with training tasks.
+EVAL_STREAM = 7919
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class Trainer:
+    """Trains one agent on one family as the config says.
+
+    Args:
+        cfg: the resolved training config.
+        run_dir: the run folder (default: a new ``<run_dir>/<family>-<agent>-<seed>-<time>``).
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.family = registry.get_family(cfg.family)
+        torch.set_num_threads(cfg.torch_threads or available_cores())
+        env = gym.make(self.family.env_id)
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        env.close()
+        self.rng = seed_everything(cfg.seed)  # also seeds parameter initialisation
+        self.agent = registry.load_agent(cfg.agent)(cfg, obs_dim, act_dim)
+        self.collector = Collector(self.family.env_id, seed=cfg.seed)
+        eval_rng = np.random.default_rng([cfg.seed, EVAL_STREAM])
+        self.eval_tasks = self.family.tasks.sample(cfg.eval_tasks, eval_rng)
+        self.iteration = 0
+        self.best = -math.inf
+        self.run_dir = Path(run_dir) if run_dir is not None else self._new_run_dir()
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self._writer: Any = None
+
+    def _new_run_dir(self) -> Path:
+        cfg = self.cfg
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.run_dir) / f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}"
+        suffix = 1
+        while path.exists():  # two runs started in the same second
+            suffix += 1
+            path = path.with_name(f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}-{suffix}")
+        return path
+
+    # ------------------------------------------------------------------------- resume
+    @classmethod
+    def resume(cls, run_dir: str | Path, iterations: int | None = None) -> Trainer:
+        """Continue a run from ``checkpoints/latest.pt``, optionally to more ``iterations``."""
+        run_dir = Path(run_dir)
+        latest = run_dir / "checkpoints" / "latest.pt"
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        if not latest.is_file():
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume (no {latest.name})")
+        overrides = [] if iterations is None else [f"iterations={iterations}"]
+        trainer = cls(load_config(str(run_dir / "config.yaml"), overrides), run_dir)
+        trainer.load_checkpoint(latest)
+        return trainer
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore agent, generators and counters from ``path``."""
+        state = checkpoint.load(path)
+        self.agent.load_state_dict(state["agent"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration, self.best = state["iteration"], state["best"]
+
+    def save_checkpoint(self, name: str) -> Path:
+        """Write ``checkpoints/<name>`` atomically."""
+        path = self.checkpoint_dir / name
+        state = {
+            "agent": self.agent.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "iteration": self.iteration,
+            "best": self.best,
+            "config": config_to_dict(self.cfg),
+        }
+        checkpoint.save_atomic(state, path)
+        return path
+
+    # ---------------------------------------------------------------------- training
+    def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+        """Run the remaining iterations; return the run folder.
+
+        Args:
+            on_iteration: called after every iteration with its number and metrics
+                (the CLI's progress bar).
+
+        Raises:
+            TrainingError: a non-finite loss; ``latest.pt`` holds the last good iteration.
+        """
+        self._open_run()
+        if not self.agent.trains:
+            if self.iteration == 0:
+                self.save_checkpoint("latest.pt")
+                self.save_checkpoint("best.pt")
+            return self.run_dir
+        while self.iteration < self.cfg.iterations:
+            metrics = self.step()
+            if on_iteration is not None:
+                on_iteration(self.iteration, metrics)
+        self.writer.flush()
+        return self.run_dir
+
+    def step(self) -> dict[str, float]:
+        """One training iteration, logged and checkpointed."""
+        cfg = self.cfg
+        tasks = self.family.tasks.sample(cfg.tasks_per_iteration, self.rng)
+        seed = derive_seed(self.rng)
+        timing.take()
+        steps_before, start = self.collector.stats["env_steps"], time.perf_counter()
+        try:
+            metrics = self.agent.iteration(self.collector, tasks, seed)
+        except FloatingPointError as exc:
+            raise TrainingError(
+                f"iteration {self.iteration + 1}: {exc}; the last good checkpoint is "
+                f"{self.checkpoint_dir / 'latest.pt'}"
+            ) from None
+        elapsed = time.perf_counter() - start
+        metrics.update({f"time/{name}_s": total for name, total in timing.take().items()})
+        metrics["time/iteration_s"] = elapsed
+        metrics["time/sps"] = (self.collector.stats["env_steps"] - steps_before) / elapsed
+        self.iteration += 1
+        if cfg.eval_every and self.iteration % cfg.eval_every == 0:
+            metrics.update(self.quick_eval())
+            timing.take()  # evaluation time is not training time
+        self._log(metrics)
+        score = metrics.get("eval/return_post", metrics.get("rollout/return_post"))
+        score = metrics.get("rollout/return_pre", -math.inf) if score is None else score
+        improved = score > self.best
+        self.best = max(self.best, score)
+        self.save_checkpoint("latest.pt")
+        if improved:
+            self.save_checkpoint("best.pt")
+        return metrics
+
+    def quick_eval(self) -> dict[str, float]:
+        """Mean return before and after one adaptation step on the fixed evaluation tasks."""
+        lrs = default_lrs(self.cfg.inner_lr, 1)
+        returns = adaptation_returns(
+            self.agent,
+            self.collector,
+            self.eval_tasks,
+            lrs,
+            self.cfg.episodes_per_task,
+            horizon=self.cfg.horizon,
+            seed=self.cfg.seed + EVAL_STREAM,
+        )
+        return {
+            "eval/return_pre": float(returns[0].mean()),
+            "eval/return_post": float(returns[1].mean()),
+        }
+
+    # ------------------------------------------------------------------------ logging
+    @property
+    def writer(self) -> Any:
+        """The tensorboard writer (created on first use; tensorboard is imported lazily)."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run wrote after its last checkpoint.
+            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1)
+        return self._writer
+
+    def _open_run(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.checkpoint_dir.glob(".*.tmp"):  # a write a kill interrupted
+            stale.unlink()
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        metrics_file = self.run_dir / "metrics.jsonl"
+        if metrics_file.exists():  # resuming: keep what the checkpoint covers
+            lines = metrics_file.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]
+            metrics_file.write_text("".join(line + "\n" for line in kept))
+        if self.iteration == 0:
+            rows = "\n".join(f"| {k} | {v} |" for k, v in config_to_dict(self.cfg).items())
+            self.writer.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, self.iteration)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
+
+    def close(self) -> None:
+        """Flush logs and close the environments."""
+        if self._writer is not None:
+            self._writer.close()
+        self.collector.close()

@@ -1,0 +1,162 @@
+"""Omni-Net flows, functional MAML and the policy-gradient pieces, with real gradients."""
+
+import pytest
+import torch
+from omnirl.agents import GaussianMLPPolicy
+from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
+from torch.func import functional_call
+
+from omnirl.maml import adapt_per_task, flow_params, inner_step
+from omnirl.pg import PGBatch, distill_loss, pg_surrogate, policy_dist
+
+
+def random_batch(policy, flow=None, T=5, N=6, obs_dim=3, tasks=2, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(T, N, obs_dim, generator=g, dtype=dtype)
+    with torch.no_grad():
+        dist = policy_dist(policy, None, obs, flow)
+        act = dist.sample()
+        logp = dist.log_prob(act).sum(-1)
+    adv = torch.randn(T, N, generator=g, dtype=dtype)
+    valid = torch.ones(T, N, dtype=dtype)
+    valid[3:, 0] = 0  # one short episode
+    return PGBatch(obs, act, logp, adv, valid, tasks)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_functional_call_with_own_parameters_equals_module_call(flow):
+    policy = OmniNetPolicy(3, 2, hidden=(8, 8), rank=2)
+    obs = torch.randn(7, 3)
+    params = dict(policy.named_parameters())
+    direct, functional = (
+        policy(obs, flow=flow),
+        functional_call(policy, params, (obs,), {"flow": flow}),
+    )
+    torch.testing.assert_close(functional.loc, direct.loc, rtol=0, atol=0)
+    torch.testing.assert_close(functional.scale, direct.scale, rtol=0, atol=0)
+    plain = GaussianMLPPolicy(3, 2, hidden=(8,))
+    torch.testing.assert_close(
+        functional_call(plain, dict(plain.named_parameters()), (obs,)).loc,
+        plain(obs).loc,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_flows_share_features_at_init_and_diverge_after_an_update():
+    torch.manual_seed(0)
+    policy = OmniNetPolicy(3, 2, hidden=(8, 8), rank=2)
+    obs = torch.randn(10, 3)
+    joint = policy.features(obs, "joint")
+    torch.testing.assert_close(policy.features(obs, "pre"), joint, rtol=0, atol=0)
+    torch.testing.assert_close(policy.features(obs, "meta"), joint, rtol=0, atol=0)
+    batch = random_batch(policy, "pre", tasks=1)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+    for _ in range(2):  # the first step moves the zero factor, the second uses it
+        optimizer.zero_grad()
+        pg_surrogate(policy_dist(policy, None, batch.obs_TNO, "pre"), batch).backward()
+        optimizer.step()
+    assert (policy.features(obs, "pre") - policy.features(obs, "joint")).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_each_flow_loss_reaches_exactly_its_parameters(flow):
+    torch.manual_seed(1)
+    policy = OmniNetPolicy(3, 2, hidden=(8, 8), rank=2)
+    for p in policy.parameters():  # non-zero branches, so every used path carries gradient
+        torch.nn.init.normal_(p, std=0.3)
+    batch = random_batch(policy, flow, tasks=1)
+    names, params = zip(*policy.named_parameters(), strict=True)
+    loss = pg_surrogate(policy_dist(policy, None, batch.obs_TNO, flow), batch)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    used = set(policy.flow_parameter_names(flow))
+    for name, grad in zip(names, grads, strict=True):
+        if name in used:
+            assert grad is not None and grad.abs().sum() > 0, name
+        else:
+            assert grad is None or not grad.any(), name
+    assert any(".pre." in n for n in used) == (flow == "pre")
+    assert any(".meta." in n for n in used) == (flow == "meta")
+
+
+def meta_objective(policy, support, query, lr, first_order):
+    adapted = adapt_per_task(policy, flow_params(policy, None), support, None, [lr], first_order)
+    losses = [
+        pg_surrogate(policy_dist(policy, p, query.task(b).obs_TNO, None), query.task(b))
+        for b, p in enumerate(adapted)
+    ]
+    return torch.stack(losses).mean()
+
+
+def tiny_problem():
+    torch.manual_seed(2)
+    policy = GaussianMLPPolicy(3, 2, hidden=(4,)).double()
+    support = random_batch(policy, seed=3, dtype=torch.float64)
+    query = random_batch(policy, seed=4, dtype=torch.float64)
+    return policy, support, query
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    policy, support, query = tiny_problem()
+    lr = 0.5
+    params = list(policy.parameters())
+    grads = torch.autograd.grad(meta_objective(policy, support, query, lr, False), params)
+    analytic = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.nn.utils.parameters_to_vector(params).detach()
+    numeric = torch.zeros_like(flat)
+    eps = 1e-6
+    for i in range(flat.numel()):
+        values = []
+        for sign in (1, -1):
+            shifted = flat.clone()
+            shifted[i] += sign * eps
+            torch.nn.utils.vector_to_parameters(shifted, params)
+            values.append(meta_objective(policy, support, query, lr, False).item())
+        numeric[i] = (values[0] - values[1]) / (2 * eps)
+    torch.nn.utils.vector_to_parameters(flat, params)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_first_order_drops_the_second_order_term():
+    policy, support, query = tiny_problem()
+    lr = 0.5
+    params = list(policy.parameters())
+    first = torch.autograd.grad(meta_objective(policy, support, query, lr, True), params)
+    second = torch.autograd.grad(meta_objective(policy, support, query, lr, False), params)
+    # First order: the gradient of the query loss at the adapted parameters, as if they were leaves.
+    expected = [torch.zeros_like(p) for p in params]
+    for b in range(support.num_tasks):
+        adapted = inner_step(policy, flow_params(policy, None), support.task(b), None, lr, True)
+        leaves = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+        loss = pg_surrogate(policy_dist(policy, leaves, query.task(b).obs_TNO, None), query.task(b))
+        for acc, g in zip(expected, torch.autograd.grad(loss, list(leaves.values())), strict=True):
+            acc += g / support.num_tasks
+    for f, e in zip(first, expected, strict=True):
+        torch.testing.assert_close(f, e)
+    assert any((f - s).abs().max() > 1e-6 for f, s in zip(first, second, strict=True))
+
+
+def test_inner_step_returns_new_dict_and_leaves_module_untouched():
+    policy, support, _ = tiny_problem()
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    params = flow_params(policy, None)
+    adapted = inner_step(policy, params, support.task(0), None, 0.1)
+    assert adapted is not params and set(adapted) == set(params)
+    assert any(not torch.equal(adapted[k], params[k]) for k in params)
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_pg_surrogate_and_distill_by_hand():
+    policy = GaussianMLPPolicy(1, 1, hidden=(2,))
+    batch = random_batch(policy, obs_dim=1, tasks=1)
+    dist = policy_dist(policy, None, batch.obs_TNO, None)
+    # at the behaviour policy the ratio is 1: L = -mean_valid(A)
+    expected = -(batch.adv_TN * batch.valid_TN).sum() / batch.valid_TN.sum()
+    torch.testing.assert_close(pg_surrogate(dist, batch), expected)
+    capped = batch._replace(logp_TN=batch.logp_TN - 1.0)  # ratio e > 1.2: capped
+    torch.testing.assert_close(pg_surrogate(dist, capped, ratio_cap=1.2), 1.2 * expected)
+    student = torch.tensor([[[1.0, 2.0]], [[0.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, 0.0]], [[5.0, 5.0]]])
+    valid = torch.tensor([[1.0], [0.0]])
+    torch.testing.assert_close(distill_loss(student, teacher, valid), torch.tensor(2.5))
