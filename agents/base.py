@@ -18,7 +18,7 @@ from omnirl.agents.terms import TermValue
 from omnirl.baseline import LinearFeatureBaseline
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.episodes import Episodes
-from omnirl.maml import adapt_per_task, detached, flow_params
+from omnirl.maml import adapt_tasks, detached, flow_params, unstack
 from omnirl.optim import trpo_step
 from omnirl.pg import PGBatch, make_batch
 from omnirl.timing import timed
@@ -83,8 +83,10 @@ class Agent:
         """Per-task adapted parameters (values only) to collect query episodes with."""
         with timed("inner_steps"):
             params = detached(flow_params(self.policy, flow))
-            adapted = adapt_per_task(self.policy, params, support, flow, self.inner_lrs, True)
-            return [{k: v.detach() for k, v in p.items()} for p in adapted]
+            adapted = adapt_tasks(
+                self.policy, params, support.by_task(), flow, self.inner_lrs, True
+            )
+            return unstack({k: v.detach() for k, v in adapted.items()})
 
     # -------------------------------------------------------------------------- learning
     def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:

@@ -29,7 +29,11 @@ class JointAgent(Agent):
         terms = {
             "pre": PretrainTerm(None, self.batch(pre_eps)),
             "meta": MetaTerm(
-                None, support, self.batch(query_eps), self.inner_lrs, self.cfg.first_order
+                None,
+                support.by_task(),
+                self.batch(query_eps).by_task(),
+                self.inner_lrs,
+                self.cfg.first_order,
             ),
         }
         metrics = self.update(terms)

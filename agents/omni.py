@@ -11,8 +11,8 @@ from omnirl.agents.terms import MetaTerm, PretrainTerm
 
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.ema import EMATeacher
-from omnirl.maml import adapt_per_task, detached, flow_params
-from omnirl.pg import PGBatch, policy_dist
+from omnirl.maml import adapt_tasks, detached, flow_params
+from omnirl.pg import PGBatch, task_dist
 
 
 class OmniAgent(Agent):
@@ -73,23 +73,19 @@ class OmniAgent(Agent):
 
     def _distilled_terms(self, pre: PGBatch, support: PGBatch, query: PGBatch) -> dict[str, Any]:
         cfg, teacher = self.cfg, self.teacher.module
+        support_b, query_b = support.by_task(), query.by_task()
+        # The teacher adapts with its own first-order inner step; it never receives gradients.
+        teacher_params = detached(flow_params(teacher, "meta"))
+        adapted = adapt_tasks(teacher, teacher_params, support_b, "meta", self.inner_lrs, True)
         with torch.no_grad():
             teacher_pre = teacher(pre.obs_TNO, flow="pre").loc
-        # The teacher adapts with its own first-order inner step; it never receives gradients.
-        adapted = adapt_per_task(
-            teacher, detached(flow_params(teacher, "meta")), support, "meta", self.inner_lrs, True
-        )
-        with torch.no_grad():
-            teacher_meta = [
-                policy_dist(teacher, p, query.task(b).obs_TNO, "meta").loc
-                for b, p in enumerate(adapted)
-            ]
+            teacher_meta = task_dist(teacher, adapted, query_b.obs_BTKO, "meta").loc
         return {
             "pre": PretrainTerm("pre", pre, None, teacher_pre, cfg.distill_weight),
             "meta": MetaTerm(
                 "meta",
-                support,
-                query,
+                support_b,
+                query_b,
                 self.inner_lrs,
                 cfg.first_order,
                 None,
@@ -104,7 +100,9 @@ class OmniAgent(Agent):
         lrs, first_order = self.inner_lrs, self.cfg.first_order
         return {
             "joint_pre": PretrainTerm("joint", pre, ratio_cap),
-            "joint_meta": MetaTerm("joint", support, query, lrs, first_order, ratio_cap),
+            "joint_meta": MetaTerm(
+                "joint", support.by_task(), query.by_task(), lrs, first_order, ratio_cap
+            ),
         }
 
     def state_dict(self) -> dict[str, Any]:

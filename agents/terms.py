@@ -14,8 +14,19 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributions import Normal
 
-from omnirl.maml import adapt_per_task, flow_params
-from omnirl.pg import PGBatch, detached_dist, distill_loss, mean_kl, pg_surrogate, policy_dist
+from omnirl.maml import adapt_tasks, flow_params
+from omnirl.pg import (
+    TASK_DIMS,
+    PGBatch,
+    TaskBatch,
+    batch_surrogate,
+    detached_dist,
+    distill_loss,
+    mean_kl,
+    policy_dist,
+    task_dist,
+    task_surrogate,
+)
 
 
 @dataclass
@@ -51,7 +62,7 @@ class PretrainTerm:
         dist = policy_dist(policy, None, self.batch.obs_TNO, self.flow)
         if self._old is None:
             self._old = detached_dist(dist)
-        loss = pg_surrogate(dist, self.batch, self.ratio_cap)
+        loss = batch_surrogate(dist, self.batch, self.ratio_cap)
         value = TermValue(loss, mean_kl(self._old, dist, self.batch.valid_TN), {"pg": loss})
         if self.teacher_mean is not None:
             reg = distill_loss(dist.loc, self.teacher_mean, self.batch.valid_TN)
@@ -65,23 +76,23 @@ class MetaTerm:
     """``mean_b L_pg(Q_b; theta'_b, flow)`` with ``theta'_b`` adapted on ``S_b`` (MAML).
 
     Second order when ``create_graph`` and not ``first_order``: the loss differentiates through
-    the inner step. With ``teacher_means`` (one per task, the EMA teacher adapted on S_b) it adds
-    ``distill_weight * R_meta``.
+    the inner step. With ``teacher_means`` (``(B, T, K, A)``, the EMA teacher adapted on each
+    S_b) it adds ``distill_weight * R_meta``. All tasks are adapted in one batched pass.
     """
 
     flow: str | None
-    support: PGBatch
-    query: PGBatch
+    support: TaskBatch
+    query: TaskBatch
     inner_lrs: Sequence[float]
     first_order: bool = False
     ratio_cap: float | None = None
-    teacher_means: list[torch.Tensor] | None = None
+    teacher_means: torch.Tensor | None = None
     distill_weight: float = 0.0
-    _old: list[Normal] | None = None
+    _old: Normal | None = None
 
     def __call__(self, policy: torch.nn.Module, create_graph: bool) -> TermValue:
         """Loss and KL at the policy's current parameters (re-adapting every task)."""
-        adapted = adapt_per_task(
+        adapted = adapt_tasks(
             policy,
             flow_params(policy, self.flow),
             self.support,
@@ -90,23 +101,15 @@ class MetaTerm:
             first_order=self.first_order or not create_graph,
             ratio_cap=self.ratio_cap,
         )
-        dists = [
-            policy_dist(policy, params, self.query.task(b).obs_TNO, self.flow)
-            for b, params in enumerate(adapted)
-        ]
+        dist = task_dist(policy, adapted, self.query.obs_BTKO, self.flow)
         if self._old is None:
-            self._old = [detached_dist(d) for d in dists]
-        tasks = [self.query.task(b) for b in range(self.query.num_tasks)]
-        losses = [pg_surrogate(d, q, self.ratio_cap) for d, q in zip(dists, tasks, strict=True)]
-        kls = [mean_kl(o, d, q.valid_TN) for o, d, q in zip(self._old, dists, tasks, strict=True)]
-        loss = torch.stack(losses).mean()
-        value = TermValue(loss, torch.stack(kls).mean(), {"pg": loss})
+            self._old = detached_dist(dist)
+        valid = self.query.valid_BTK
+        loss = task_surrogate(dist, self.query, self.ratio_cap).mean()
+        kl = mean_kl(self._old, dist, valid, TASK_DIMS).mean()
+        value = TermValue(loss, kl, {"pg": loss})
         if self.teacher_means is not None:
-            regs = [
-                distill_loss(d.loc, t, q.valid_TN)
-                for d, t, q in zip(dists, self.teacher_means, tasks, strict=True)
-            ]
-            reg = torch.stack(regs).mean()
+            reg = distill_loss(dist.loc, self.teacher_means, valid, TASK_DIMS).mean()
             value.loss = loss + self.distill_weight * reg
             value.metrics["distill"] = reg
         return value

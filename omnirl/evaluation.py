@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from omnirl.collector import Collector, RolloutGroup
-from omnirl.maml import adapt, detached, flow_params
+from omnirl.maml import flow_params, inner_step_tasks, task_params, unstack
 
 
 def default_lrs(inner_lr: float, steps: int) -> list[float]:
@@ -48,24 +48,20 @@ def adaptation_returns(
     """
     policy = agent.policy
     flow = agent.eval_flow if flow is None else flow
-    shared = {k: v.detach() for k, v in flow_params(policy, flow).items()}
-    params = [shared] * len(tasks)
+    params_B = task_params(
+        {k: v.detach() for k, v in flow_params(policy, flow).items()}, len(tasks)
+    )
     returns = np.zeros((len(lrs) + 1, len(tasks)))
     for step in range(len(lrs) + 1):
-        group = RolloutGroup(flow, params)
+        group = RolloutGroup(flow, unstack(params_B))
         [episodes] = collector.collect(
             policy, tasks, episodes_per_task, [group], horizon, seed if step == 0 else None
         )
         returns[step] = episodes.task_returns_B().numpy()
         if step < len(lrs):
-            batch = agent.batch(episodes)
-            params = [
-                {
-                    k: v.detach()
-                    for k, v in adapt(
-                        policy, detached(p), batch.task(b), flow, [lrs[step]], True
-                    ).items()
-                }
-                for b, p in enumerate(params)
-            ]
+            # Each task continues from its own adapted parameters (one step per collection).
+            support = agent.batch(episodes).by_task()
+            start = {k: v.detach().requires_grad_() for k, v in params_B.items()}
+            adapted = inner_step_tasks(policy, start, support, flow, lrs[step], first_order=True)
+            params_B = {k: v.detach() for k, v in adapted.items()}
     return returns

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 import torch
 
-from omnirl.pg import Params, PGBatch, pg_surrogate, policy_dist
+from omnirl.pg import (
+    Params,
+    PGBatch,
+    TaskBatch,
+    batch_surrogate,
+    policy_dist,
+    task_dist,
+    task_surrogate,
+)
 
 
 def flow_params(policy: torch.nn.Module, flow: str | None) -> dict[str, torch.Tensor]:
@@ -33,7 +41,7 @@ def inner_step(
     first_order: bool = False,
     ratio_cap: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One policy-gradient step on the support episodes: ``theta - lr * grad L_pg(support; theta)``.
+    """One policy-gradient step on one task's support episodes: ``theta - lr * grad L_pg``.
 
     Args:
         policy: the policy module (evaluated functionally).
@@ -49,41 +57,65 @@ def inner_step(
     """
     # Gradients are needed even when the caller evaluates under no_grad (TRPO's line search).
     with torch.enable_grad():
-        loss = pg_surrogate(policy_dist(policy, params, support.obs_TNO, flow), support, ratio_cap)
+        dist = policy_dist(policy, params, support.obs_TNO, flow)
+        loss = batch_surrogate(dist, support, ratio_cap)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
         return {name: p - lr * g for (name, p), g in zip(params.items(), grads, strict=True)}
 
 
-def adapt(
+def task_params(params: Params, num_tasks: int) -> dict[str, torch.Tensor]:
+    """One copy of ``params`` per task, ``(B, ...)``, still differentiable w.r.t. ``params``."""
+    return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in params.items()}
+
+
+def unstack(params_B: Params) -> list[dict[str, torch.Tensor]]:
+    """Per-task parameter dicts from stacked ``(B, ...)`` ones."""
+    num_tasks = next(iter(params_B.values())).shape[0]
+    return [{name: p[b] for name, p in params_B.items()} for b in range(num_tasks)]
+
+
+def inner_step_tasks(
+    policy: torch.nn.Module,
+    params_B: Params,
+    support: TaskBatch,
+    flow: str | None,
+    lr: float,
+    first_order: bool = False,
+    ratio_cap: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`inner_step` for every task at once; ``params_B`` holds one set per task.
+
+    Task b's loss depends only on its own copy ``params_B[k][b]``, so one backward pass of the
+    summed losses yields every task's own gradient.
+    """
+    with torch.enable_grad():
+        dist = task_dist(policy, params_B, support.obs_BTKO, flow)
+        losses_B = task_surrogate(dist, support, ratio_cap)
+        grads = torch.autograd.grad(
+            losses_B.sum(), list(params_B.values()), create_graph=not first_order
+        )
+        return {name: p - lr * g for (name, p), g in zip(params_B.items(), grads, strict=True)}
+
+
+def adapt_tasks(
     policy: torch.nn.Module,
     params: Params,
-    support: PGBatch,
+    support: TaskBatch,
     flow: str | None,
     lrs: Sequence[float],
     first_order: bool = False,
     ratio_cap: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``len(lrs)`` inner steps on the same support episodes, step i with rate ``lrs[i]``."""
-    adapted = dict(params)
-    for lr in lrs:
-        adapted = inner_step(policy, adapted, support, flow, lr, first_order, ratio_cap)
-    return adapted
+    """Adapt ``params`` to every task of ``support``: ``len(lrs)`` steps, step i at ``lrs[i]``.
 
-
-def adapt_per_task(
-    policy: torch.nn.Module,
-    params: Params,
-    support: PGBatch,
-    flow: str | None,
-    lrs: Sequence[float],
-    first_order: bool = False,
-    ratio_cap: float | None = None,
-) -> list[dict[str, torch.Tensor]]:
-    """Adapt ``params`` separately to each task of ``support``; one dict per task."""
-    return [
-        adapt(policy, params, support.task(b), flow, lrs, first_order, ratio_cap)
-        for b in range(support.num_tasks)
-    ]
+    Returns:
+        Stacked adapted parameters, ``(B, ...)`` per name.
+    """
+    with torch.enable_grad():  # the copies must carry gradient even under no_grad
+        adapted = task_params(params, support.num_tasks)
+        for lr in lrs:
+            adapted = inner_step_tasks(policy, adapted, support, flow, lr, first_order, ratio_cap)
+        return adapted
 
 
 def detached(params: Params) -> dict[str, torch.Tensor]:

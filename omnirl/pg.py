@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 from torch.distributions import Normal, kl_divergence
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from omnirl.baseline import LinearFeatureBaseline
 from omnirl.episodes import Episodes
@@ -43,6 +43,36 @@ class PGBatch(NamedTuple):
             1,
         )
 
+    def by_task(self) -> TaskBatch:
+        """The same data with a leading task axis, ``(B, T, K, ...)``, for batched adaptation."""
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            t, n = x.shape[:2]
+            return x.reshape(t, self.num_tasks, n // self.num_tasks, *x.shape[2:]).transpose(0, 1)
+
+        return TaskBatch(
+            split(self.obs_TNO),
+            split(self.act_TNA),
+            split(self.logp_TN),
+            split(self.adv_TN),
+            split(self.valid_TN),
+        )
+
+
+class TaskBatch(NamedTuple):
+    """A :class:`PGBatch` split by task: task b's K episodes at index b of every tensor."""
+
+    obs_BTKO: torch.Tensor
+    act_BTKA: torch.Tensor
+    logp_BTK: torch.Tensor
+    adv_BTK: torch.Tensor
+    valid_BTK: torch.Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        """B."""
+        return self.obs_BTKO.shape[0]
+
 
 def make_batch(
     episodes: Episodes, baseline: LinearFeatureBaseline, gamma: float, gae_lambda: float
@@ -62,9 +92,16 @@ def make_batch(
     )
 
 
-def masked_mean(x_TN: torch.Tensor, valid_TN: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over the valid steps."""
-    return (x_TN * valid_TN).sum() / valid_TN.sum().clamp_min(1.0)
+TASK_DIMS = (1, 2)  # the (T, K) axes of a TaskBatch tensor: reduce them for per-task values
+
+
+def masked_mean(
+    x: torch.Tensor, valid: torch.Tensor, dims: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Mean of ``x`` over the valid steps: over everything, or over ``dims`` (per task)."""
+    if dims is None:
+        return (x * valid).sum() / valid.sum().clamp_min(1.0)
+    return (x * valid).sum(dims) / valid.sum(dims).clamp_min(1.0)
 
 
 def policy_dist(
@@ -77,30 +114,71 @@ def policy_dist(
     return functional_call(policy, dict(params), (obs,), kwargs)
 
 
-def pg_surrogate(dist: Normal, batch: PGBatch, ratio_cap: float | None = None) -> torch.Tensor:
+def task_dist(
+    policy: torch.nn.Module, params_B: Params, obs_BTKO: torch.Tensor, flow: str | None
+) -> Normal:
+    """Every task's policy at once: task b uses ``{k: v[b]}`` of ``params_B`` on ``obs_BTKO[b]``.
+
+    One ``torch.func.vmap`` over tasks replaces B small calls by batched ones, which is what
+    makes the inner steps and the trust-region Hessian products of MAML cheap.
+    """
+
+    def one_task(params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = policy_dist(policy, params, obs, flow)
+        return dist.loc, dist.scale.expand_as(dist.loc)
+
+    loc, scale = vmap(one_task)(dict(params_B), obs_BTKO)
+    return Normal(loc, scale, validate_args=False)
+
+
+def pg_surrogate(
+    dist: Normal,
+    act: torch.Tensor,
+    logp_behaviour: torch.Tensor,
+    adv: torch.Tensor,
+    valid: torch.Tensor,
+    ratio_cap: float | None = None,
+    dims: tuple[int, ...] | None = None,
+) -> torch.Tensor:
     """Policy-gradient surrogate ``L = -mean_valid(ratio * A)``, ``ratio = pi / pi_behaviour``.
 
     At the behaviour policy its gradient is REINFORCE's, ``-mean(A * grad log pi)``. With
     ``ratio_cap`` the ratio is truncated at ``ratio_cap`` (off-policy reuse of other flows' data).
+    ``dims`` as in :func:`masked_mean` (``TASK_DIMS``: one value per task).
     """
-    logp_TN = dist.log_prob(batch.act_TNA).sum(-1)
-    ratio_TN = torch.exp(logp_TN - batch.logp_TN)
+    ratio = torch.exp(dist.log_prob(act).sum(-1) - logp_behaviour)
     if ratio_cap is not None:
-        ratio_TN = ratio_TN.clamp(max=ratio_cap)
-    return -masked_mean(ratio_TN * batch.adv_TN, batch.valid_TN)
+        ratio = ratio.clamp(max=ratio_cap)
+    return -masked_mean(ratio * adv, valid, dims)
 
 
-def mean_kl(old: Normal, new: Normal, valid_TN: torch.Tensor) -> torch.Tensor:
+def batch_surrogate(dist: Normal, batch: PGBatch, ratio_cap: float | None = None) -> torch.Tensor:
+    """:func:`pg_surrogate` over all valid steps of ``batch``."""
+    return pg_surrogate(dist, batch.act_TNA, batch.logp_TN, batch.adv_TN, batch.valid_TN, ratio_cap)
+
+
+def task_surrogate(dist: Normal, batch: TaskBatch, ratio_cap: float | None = None) -> torch.Tensor:
+    """:func:`pg_surrogate` of every task, ``(B,)``."""
+    return pg_surrogate(
+        dist, batch.act_BTKA, batch.logp_BTK, batch.adv_BTK, batch.valid_BTK, ratio_cap, TASK_DIMS
+    )
+
+
+def mean_kl(
+    old: Normal, new: Normal, valid: torch.Tensor, dims: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """Mean over valid steps of ``KL(old || new)``, summed over action dimensions."""
-    return masked_mean(kl_divergence(old, new).sum(-1), valid_TN)
+    return masked_mean(kl_divergence(old, new).sum(-1), valid, dims)
 
 
 def distill_loss(
-    student_mean: torch.Tensor, teacher_mean: torch.Tensor, valid_TN: torch.Tensor
+    student_mean: torch.Tensor,
+    teacher_mean: torch.Tensor,
+    valid: torch.Tensor,
+    dims: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Self-distillation ``R = mean_valid ||mu_student - mu_teacher||^2 / A`` (teacher detached)."""
-    sq_TN = (student_mean - teacher_mean.detach()).square().mean(-1)
-    return masked_mean(sq_TN, valid_TN)
+    return masked_mean((student_mean - teacher_mean.detach()).square().mean(-1), valid, dims)
 
 
 def detached_dist(dist: Normal) -> Normal:

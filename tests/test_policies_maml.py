@@ -6,8 +6,15 @@ from omnirl.agents import GaussianMLPPolicy
 from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
 from torch.func import functional_call
 
-from omnirl.maml import adapt_per_task, flow_params, inner_step
-from omnirl.pg import PGBatch, distill_loss, pg_surrogate, policy_dist
+from omnirl.maml import adapt_tasks, flow_params, inner_step, unstack
+from omnirl.pg import (
+    PGBatch,
+    batch_surrogate,
+    distill_loss,
+    policy_dist,
+    task_dist,
+    task_surrogate,
+)
 
 
 def random_batch(policy, flow=None, T=5, N=6, obs_dim=3, tasks=2, seed=0, dtype=torch.float32):
@@ -54,7 +61,7 @@ def test_flows_share_features_at_init_and_diverge_after_an_update():
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
     for _ in range(2):  # the first step moves the zero factor, the second uses it
         optimizer.zero_grad()
-        pg_surrogate(policy_dist(policy, None, batch.obs_TNO, "pre"), batch).backward()
+        batch_surrogate(policy_dist(policy, None, batch.obs_TNO, "pre"), batch).backward()
         optimizer.step()
     assert (policy.features(obs, "pre") - policy.features(obs, "joint")).abs().max() > 1e-4
 
@@ -67,7 +74,7 @@ def test_each_flow_loss_reaches_exactly_its_parameters(flow):
         torch.nn.init.normal_(p, std=0.3)
     batch = random_batch(policy, flow, tasks=1)
     names, params = zip(*policy.named_parameters(), strict=True)
-    loss = pg_surrogate(policy_dist(policy, None, batch.obs_TNO, flow), batch)
+    loss = batch_surrogate(policy_dist(policy, None, batch.obs_TNO, flow), batch)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     used = set(policy.flow_parameter_names(flow))
     for name, grad in zip(names, grads, strict=True):
@@ -80,12 +87,11 @@ def test_each_flow_loss_reaches_exactly_its_parameters(flow):
 
 
 def meta_objective(policy, support, query, lr, first_order):
-    adapted = adapt_per_task(policy, flow_params(policy, None), support, None, [lr], first_order)
-    losses = [
-        pg_surrogate(policy_dist(policy, p, query.task(b).obs_TNO, None), query.task(b))
-        for b, p in enumerate(adapted)
-    ]
-    return torch.stack(losses).mean()
+    adapted = adapt_tasks(
+        policy, flow_params(policy, None), support.by_task(), None, [lr], first_order
+    )
+    query_b = query.by_task()
+    return task_surrogate(task_dist(policy, adapted, query_b.obs_BTKO, None), query_b).mean()
 
 
 def tiny_problem():
@@ -128,7 +134,9 @@ def test_first_order_drops_the_second_order_term():
     for b in range(support.num_tasks):
         adapted = inner_step(policy, flow_params(policy, None), support.task(b), None, lr, True)
         leaves = {k: v.detach().requires_grad_() for k, v in adapted.items()}
-        loss = pg_surrogate(policy_dist(policy, leaves, query.task(b).obs_TNO, None), query.task(b))
+        loss = batch_surrogate(
+            policy_dist(policy, leaves, query.task(b).obs_TNO, None), query.task(b)
+        )
         for acc, g in zip(expected, torch.autograd.grad(loss, list(leaves.values())), strict=True):
             acc += g / support.num_tasks
     for f, e in zip(first, expected, strict=True):
@@ -153,10 +161,21 @@ def test_pg_surrogate_and_distill_by_hand():
     dist = policy_dist(policy, None, batch.obs_TNO, None)
     # at the behaviour policy the ratio is 1: L = -mean_valid(A)
     expected = -(batch.adv_TN * batch.valid_TN).sum() / batch.valid_TN.sum()
-    torch.testing.assert_close(pg_surrogate(dist, batch), expected)
+    torch.testing.assert_close(batch_surrogate(dist, batch), expected)
     capped = batch._replace(logp_TN=batch.logp_TN - 1.0)  # ratio e > 1.2: capped
-    torch.testing.assert_close(pg_surrogate(dist, capped, ratio_cap=1.2), 1.2 * expected)
+    torch.testing.assert_close(batch_surrogate(dist, capped, ratio_cap=1.2), 1.2 * expected)
     student = torch.tensor([[[1.0, 2.0]], [[0.0, 0.0]]])
     teacher = torch.tensor([[[0.0, 0.0]], [[5.0, 5.0]]])
     valid = torch.tensor([[1.0], [0.0]])
     torch.testing.assert_close(distill_loss(student, teacher, valid), torch.tensor(2.5))
+
+
+def test_batched_adaptation_equals_per_task_adaptation():
+    policy, support, query = tiny_problem()
+    params = flow_params(policy, None)
+    batched = unstack(adapt_tasks(policy, params, support.by_task(), None, [0.3, 0.1]))
+    for b in range(support.num_tasks):
+        single = inner_step(policy, params, support.task(b), None, 0.3)
+        single = inner_step(policy, single, support.task(b), None, 0.1)
+        for name in params:
+            torch.testing.assert_close(batched[b][name], single[name])
