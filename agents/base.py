@@ -8,13 +8,13 @@ physics passes) and takes one outer step on its objective. Subclasses build the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
+
 from omnirl.agents.policies import GaussianMLPPolicy
 from omnirl.agents.terms import TermValue
-
 from omnirl.baseline import LinearFeatureBaseline
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.episodes import Episodes
@@ -99,13 +99,43 @@ class Agent:
             key: term(self.policy, create_graph) for key, term in self.terms.items()
         }
         loss = sum((v.loss for v in values.values()), torch.zeros(()))
-        # The trust region bounds the mean KL of the flows (each flow's terms averaged first).
-        by_flow: dict[str | None, list[torch.Tensor]] = {}
-        for key, value in values.items():
-            by_flow.setdefault(self.terms[key].flow, []).append(value.kl)
-        kl = torch.stack([torch.stack(kls).mean() for kls in by_flow.values()]).mean()
+        weights = self._kl_weights()
+        kl = sum((weights[key] * v.kl for key, v in values.items()), torch.zeros(()))
         metrics = {f"{key}_{m}": t for key, v in values.items() for m, t in v.metrics.items()}
         return loss, kl, metrics
+
+    def _kl_weights(self) -> dict[str, float]:
+        # The trust region bounds the mean KL of the flows, each flow's terms averaged first.
+        by_flow: dict[str | None, list[str]] = {}
+        for key, term in self.terms.items():
+            by_flow.setdefault(term.flow, []).append(key)
+        return {key: 1.0 / (len(by_flow) * len(keys)) for keys in by_flow.values() for key in keys}
+
+    def fisher_product(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``v -> H v`` for the objective's KL at the current parameters, term by term.
+
+        None when a term has no structured product (the TRPO step then differentiates the KL
+        twice instead).
+        """
+        stride = self.cfg.fvp_stride
+        products = {
+            key: term.fisher_product(self.policy, stride) for key, term in self.terms.items()
+        }
+        if any(product is None for product in products.values()):
+            return None
+        weights = self._kl_weights()
+        named = list(self.policy.named_parameters())
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            chunks = torch.split(v, [p.numel() for _, p in named])
+            v_named = {name: c.view_as(p) for (name, p), c in zip(named, chunks, strict=True)}
+            out = {name: torch.zeros_like(p) for name, p in named}
+            for key, term_product in products.items():
+                for name, hv in term_product(v_named).items():
+                    out[name] += weights[key] * hv
+            return torch.cat([out[name].reshape(-1) for name, _ in named])
+
+        return product
 
     def update(self, terms: dict[str, Any]) -> dict[str, float]:
         """One outer step on the sum of ``terms`` (TRPO, or Adam with ``outer_optimizer: adam``)."""
@@ -143,6 +173,7 @@ class Agent:
             cg_damping=cfg.cg_damping,
             ls_max_steps=cfg.ls_max_steps,
             ls_backtrack_ratio=cfg.ls_backtrack_ratio,
+            fvp_fn=self.fisher_product,
         )
         out = {f"train/{k}": float(v) for k, v in metrics.items()}
         out.update({f"train/{k}": float(v.detach()) for k, v in pending.get("metrics", {}).items()})

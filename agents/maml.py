@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from omnirl.agents.base import Agent, Tasks, mean_return
 from omnirl.agents.terms import MetaTerm
-
 from omnirl.collector import Collector, RolloutGroup
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from omnirl.agents.base import Agent, Tasks, mean_return
 from omnirl.agents.omni_net import OmniNetPolicy
 from omnirl.agents.terms import MetaTerm, PretrainTerm
-
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.ema import EMATeacher
 from omnirl.maml import adapt_tasks, detached, flow_params

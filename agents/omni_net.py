@@ -19,9 +19,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from omnirl.agents.policies import gaussian
 from torch import nn
 from torch.distributions import Normal
+
+from omnirl.agents.policies import gaussian
 
 FLOWS = ("joint", "pre", "meta")
 

@@ -8,13 +8,13 @@ search needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.distributions import Normal
 
-from omnirl.maml import adapt_tasks, flow_params
+from omnirl.maml import adapt_tasks, flow_params, task_params
 from omnirl.pg import (
     TASK_DIMS,
     PGBatch,
@@ -22,11 +22,27 @@ from omnirl.pg import (
     batch_surrogate,
     detached_dist,
     distill_loss,
+    every_step,
     mean_kl,
     policy_dist,
     task_dist,
     task_surrogate,
 )
+
+Vector = dict[str, torch.Tensor]
+Product = Callable[[Vector], Vector]
+
+
+def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
+    """``v -> (d^2 kl / d params^2) v`` by double backward; the gradient graph is built once."""
+    grads = torch.autograd.grad(kl, list(params.values()), create_graph=True)
+
+    def product(v: Vector) -> Vector:
+        dot = sum((g * v[name]).sum() for name, g in zip(params, grads, strict=True))
+        out = torch.autograd.grad(dot, list(params.values()), retain_graph=True)
+        return dict(zip(params, out, strict=True))
+
+    return product
 
 
 @dataclass
@@ -69,6 +85,16 @@ class PretrainTerm:
             value.loss = loss + self.distill_weight * reg
             value.metrics["distill"] = reg
         return value
+
+    def fisher_product(self, policy: torch.nn.Module, stride: int = 1) -> Product:
+        """``v -> H v`` for the Hessian of this term's KL at the starting parameters.
+
+        Estimated on every ``stride``-th time step (see ``TrainConfig.fvp_stride``).
+        """
+        params = flow_params(policy, self.flow)
+        batch, old = self.batch.every(stride), every_step(self._old, stride)
+        dist = policy_dist(policy, None, batch.obs_TNO, self.flow)
+        return kl_hessian_product(mean_kl(old, dist, batch.valid_TN), params)
 
 
 @dataclass
@@ -113,3 +139,51 @@ class MetaTerm:
             value.loss = loss + self.distill_weight * reg
             value.metrics["distill"] = reg
         return value
+
+    def fisher_product(self, policy: torch.nn.Module, stride: int = 1) -> Product | None:
+        """``v -> H v`` for the Hessian of the KL through the inner step, at the start.
+
+        With ``theta'_b = theta - alpha grad L(S_b; theta)`` and ``J_b = I - alpha H_Sb`` its
+        Jacobian, the KL Hessian at the starting parameters is ``sum_b J_b^T F_b J_b`` (F_b the
+        KL's Hessian in ``theta'_b``): the term with the inner step's second derivatives is
+        multiplied by ``d KL / d theta'``, which is zero there. So a product needs two
+        Hessian-vector products of the inner loss and one Fisher product, instead of
+        differentiating the whole second-order graph again (third derivatives). Exact, or
+        estimated on every ``stride``-th time step; ``None`` (generic route) for more than one
+        inner step.
+        """
+        if len(self.inner_lrs) != 1:
+            return None
+        lr, support, query = self.inner_lrs[0], self.support.every(stride), self.query.every(stride)
+        second_order = not self.first_order
+        params = flow_params(policy, self.flow)
+        theta_B = task_params(params, support.num_tasks)
+        dist = task_dist(policy, theta_B, support.obs_BTKO, self.flow)
+        loss = task_surrogate(dist, support, self.ratio_cap).sum()
+        grads_B = torch.autograd.grad(loss, list(theta_B.values()), create_graph=second_order)
+        adapted = {
+            name: (p - lr * g).detach().requires_grad_()
+            for (name, p), g in zip(theta_B.items(), grads_B, strict=True)
+        }
+        dist = task_dist(policy, adapted, query.obs_BTKO, self.flow)
+        old = every_step(self._old, stride, time_axis=1)
+        kl = mean_kl(old, dist, query.valid_BTK, TASK_DIMS).mean()
+        fisher = kl_hessian_product(kl, adapted)
+
+        def inner_hessian(v_B: Vector) -> Vector:
+            dot = sum((g * v_B[name]).sum() for name, g in zip(theta_B, grads_B, strict=True))
+            out = torch.autograd.grad(dot, list(theta_B.values()), retain_graph=True)
+            return dict(zip(theta_B, out, strict=True))
+
+        def jacobian(v_B: Vector) -> Vector:  # J_b v_b = v_b - alpha H_Sb v_b (J symmetric)
+            if not second_order:
+                return v_B
+            hv = inner_hessian(v_B)
+            return {name: v_B[name] - lr * hv[name] for name in v_B}
+
+        def product(v: Vector) -> Vector:
+            v_B = {name: v[name].expand_as(p) for name, p in theta_B.items()}
+            out_B = jacobian(fisher(jacobian(v_B)))
+            return {name: t.sum(0) for name, t in out_B.items()}
+
+        return product

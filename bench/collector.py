@@ -22,13 +22,13 @@ import time
 import gymnasium as gym
 import mujoco
 import numpy as np
-import omnirl.envs  # noqa: F401  (registers the families)
 import torch
 from mujoco import rollout
-from omnirl.agents import GaussianMLPPolicy
-from omnirl.envs.half_cheetah import action_to_ctrl
 
+import omnirl.envs  # noqa: F401  (registers the families)
+from omnirl.agents import GaussianMLPPolicy
 from omnirl.collector import Collector
+from omnirl.envs.half_cheetah import action_to_ctrl
 from omnirl.registry import get_family
 from omnirl.threads import available_cores
 

@@ -5,8 +5,8 @@ are strings, loaded when an env is made).
 """
 
 from gymnasium.envs.registration import register
-from omnirl.envs.tasks import DIRECTION_TASKS, NAVIGATION_TASKS, VELOCITY_TASKS
 
+from omnirl.envs.tasks import DIRECTION_TASKS, NAVIGATION_TASKS, VELOCITY_TASKS
 from omnirl.registry import register_family
 
 # --- 2D navigation --------------------------------------------------------------------------

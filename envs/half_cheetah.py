@@ -24,9 +24,9 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from mujoco import batch as mjbatch
+
 from omnirl.envs.base import TaskEnvMixin, TaskVectorEnv, check_actions
 from omnirl.envs.tasks import DIRECTION_TASKS, VELOCITY_TASKS, Task, TaskSpace
-
 from omnirl.threads import available_cores
 
 ACTION_SCALE = 10.0

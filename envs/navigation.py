@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from omnirl.envs.base import TaskEnvMixin, TaskVectorEnv, check_actions
 from omnirl.envs.tasks import NAVIGATION_TASKS, Task
 

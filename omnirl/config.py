@@ -78,6 +78,9 @@ class TrainConfig:
     max_kl: float = _key(0.01, "TRPO trust-region radius", *_POSITIVE)
     cg_iters: int = _key(10, "conjugate-gradient iterations", *_at_least(1))
     cg_damping: float = _key(1e-5, "damping added to the KL Hessian", *_at_least(0))
+    fvp_stride: int = _key(
+        1, "KL-Hessian products on every N-th time step (TRPO: 10% of the data)", *_at_least(1)
+    )
     ls_max_steps: int = _key(15, "line-search candidates", *_at_least(1))
     ls_backtrack_ratio: float = _key(
         0.8, "line-search shrink factor", *_between(0, 1, low_open=True, high_open=True)

@@ -89,6 +89,7 @@ def trpo_step(
     cg_damping: float = 1e-5,
     ls_max_steps: int = 15,
     ls_backtrack_ratio: float = 0.8,
+    fvp_fn: Callable[[], Callable[[torch.Tensor], torch.Tensor] | None] | None = None,
 ) -> dict[str, float]:
     """One TRPO update of ``params`` in place.
 
@@ -108,6 +109,10 @@ def trpo_step(
         cg_damping: added to the Hessian's diagonal.
         ls_max_steps: line-search candidates.
         ls_backtrack_ratio: step shrink factor per candidate.
+        fvp_fn: builds ``v -> H v`` for the KL Hessian H at the starting parameters by a
+            cheaper route than differentiating ``kl_fn`` twice (see
+            ``omnirl.agents.terms.MetaTerm.fisher_product``); returning None falls back to
+            :func:`hessian_vector_product`.
 
     Returns:
         ``loss_before``, ``loss_after``, ``kl``, ``grad_norm``, ``step_fraction`` (0 if
@@ -133,7 +138,14 @@ def trpo_step(
     if not torch.isfinite(grad).all() or not grad.any():
         return metrics
     with timed("cg"):
-        fvp = hessian_vector_product(kl, params, cg_damping)
+        structured = fvp_fn() if fvp_fn is not None else None
+        if structured is None:
+            fvp = hessian_vector_product(kl, params, cg_damping)
+        else:
+
+            def fvp(v: torch.Tensor) -> torch.Tensor:
+                return structured(v) + cg_damping * v
+
         step_dir = conjugate_gradient(fvp, grad, cg_iters)
         shs = 0.5 * step_dir.dot(fvp(step_dir))
     del loss, kl, fvp  # free the graphs before the line search

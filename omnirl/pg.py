@@ -43,6 +43,10 @@ class PGBatch(NamedTuple):
             1,
         )
 
+    def every(self, stride: int) -> PGBatch:
+        """Every ``stride``-th time step: an estimate of the same averages, ``stride`` x cheaper."""
+        return PGBatch(*(x[::stride] for x in self[:5]), self.num_tasks)
+
     def by_task(self) -> TaskBatch:
         """The same data with a leading task axis, ``(B, T, K, ...)``, for batched adaptation."""
 
@@ -72,6 +76,10 @@ class TaskBatch(NamedTuple):
     def num_tasks(self) -> int:
         """B."""
         return self.obs_BTKO.shape[0]
+
+    def every(self, stride: int) -> TaskBatch:
+        """Every ``stride``-th time step of every task."""
+        return TaskBatch(*(x[:, ::stride] for x in self))
 
 
 def make_batch(
@@ -179,6 +187,12 @@ def distill_loss(
 ) -> torch.Tensor:
     """Self-distillation ``R = mean_valid ||mu_student - mu_teacher||^2 / A`` (teacher detached)."""
     return masked_mean((student_mean - teacher_mean.detach()).square().mean(-1), valid, dims)
+
+
+def every_step(dist: Normal, stride: int, time_axis: int = 0) -> Normal:
+    """The distributions of every ``stride``-th time step (``time_axis`` 1 for task batches)."""
+    index = (slice(None),) * time_axis + (slice(None, None, stride),)
+    return Normal(dist.loc[index], dist.scale[index], validate_args=False)
 
 
 def detached_dist(dist: Normal) -> Normal:

@@ -4,8 +4,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
-import omnirl.envs  # noqa: E402,F401  (registers the families)
 import pytest  # noqa: E402
+
+import omnirl.envs  # noqa: E402,F401  (registers the families)
 
 FAMILY_IDS = ["omnirl/Navigation2D-v0", "omnirl/HalfCheetahVel-v0", "omnirl/HalfCheetahDir-v0"]
 

@@ -4,11 +4,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
 from omnirl.agents import GaussianMLPPolicy
+from omnirl.collector import Collector, RolloutGroup
 from omnirl.envs.base import TaskEnvMixin
 from omnirl.envs.tasks import TaskSpace, Uniform
-
-from omnirl.collector import Collector, RolloutGroup
 
 LENGTHS = TaskSpace(fields={"length": Uniform(1, 10)}, summary="episode ends after `length` steps")
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import FAMILY_IDS
 from gymnasium.utils.env_checker import check_env
+
 from omnirl.envs.half_cheetah import action_to_ctrl
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from omnirl.agents import GaussianMLPPolicy
 from torch.distributions import kl_divergence
 
+from omnirl.agents import GaussianMLPPolicy
 from omnirl.ema import EMATeacher
 from omnirl.optim import conjugate_gradient, hessian_vector_product, trpo_step
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from omnirl.agents import GaussianMLPPolicy
-from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
 from torch.func import functional_call
 
+from omnirl.agents import GaussianMLPPolicy
+from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
 from omnirl.maml import adapt_tasks, flow_params, inner_step, unstack
 from omnirl.pg import (
     PGBatch,

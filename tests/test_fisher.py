@@ -1,0 +1,84 @@
+"""The structured KL-Hessian products equal double backward through the whole KL."""
+
+import pytest
+import torch
+
+from omnirl.agents.omni import OmniAgent
+from omnirl.agents.terms import MetaTerm, PretrainTerm
+from omnirl.config import load_config
+from omnirl.optim import hessian_vector_product
+from omnirl.pg import PGBatch, policy_dist
+
+
+def batch_for(policy, flow, seed, num_tasks=2, T=4, N=6, obs_dim=2):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(T, N, obs_dim, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        dist = policy_dist(policy, None, obs, flow)
+        act = dist.loc + dist.scale * torch.randn(dist.loc.shape, generator=g, dtype=torch.float64)
+        logp = dist.log_prob(act).sum(-1)
+    adv = torch.randn(T, N, generator=g, dtype=torch.float64)
+    valid = torch.ones(T, N, dtype=torch.float64)
+    valid[2:, 1] = 0
+    return PGBatch(obs, act, logp, adv, valid, num_tasks)
+
+
+def omni_agent():
+    cfg = load_config("smoke-navigation-2d", ["agent=omni", "hidden_sizes=[5, 5]", "branch_rank=2"])
+    agent = OmniAgent(cfg, obs_dim=2, act_dim=2)
+    agent.policy.double()
+    agent.teacher.module.double()
+    with torch.no_grad():  # non-zero branches: every path of the product is exercised
+        for p in agent.policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return agent
+
+
+def generic_and_structured(agent, seed=0):
+    params = list(agent.policy.parameters())
+    kl = agent.objective(create_graph=True)[1]  # first evaluation also fixes the old policies
+    v = torch.randn(
+        sum(p.numel() for p in params),
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+    )
+    return hessian_vector_product(kl, params, 0.0)(v), agent.fisher_product()(v)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("ratio_cap", [None, 1.2])
+def test_meta_term_product_equals_double_backward(first_order, ratio_cap):
+    agent = omni_agent()
+    policy = agent.policy
+    support, query = batch_for(policy, "meta", 1).by_task(), batch_for(policy, "meta", 2).by_task()
+    agent.terms = {"meta": MetaTerm("meta", support, query, [0.4], first_order, ratio_cap)}
+    generic, structured = generic_and_structured(agent)
+    torch.testing.assert_close(structured, generic, rtol=1e-7, atol=1e-9)
+    assert generic.abs().max() > 1e-3
+
+
+def test_omni_objective_product_equals_double_backward():
+    agent = omni_agent()
+    policy = agent.policy
+    pre, support, query = (
+        batch_for(policy, f, s) for f, s in (("pre", 3), ("meta", 4), ("meta", 5))
+    )
+    agent.terms = {
+        "pre": PretrainTerm("pre", pre),
+        "meta": MetaTerm("meta", support.by_task(), query.by_task(), [0.3]),
+        "joint_pre": PretrainTerm("joint", pre, 1.2),
+        "joint_meta": MetaTerm("joint", support.by_task(), query.by_task(), [0.3], False, 1.2),
+    }
+    generic, structured = generic_and_structured(agent, seed=1)
+    torch.testing.assert_close(structured, generic, rtol=1e-7, atol=1e-9)
+
+
+def test_more_inner_steps_fall_back_to_double_backward():
+    agent = omni_agent()
+    support, query = (
+        batch_for(agent.policy, "meta", 1).by_task(),
+        batch_for(agent.policy, "meta", 2).by_task(),
+    )
+    agent.terms = {"meta": MetaTerm("meta", support, query, [0.3, 0.15])}
+    agent.objective(create_graph=True)
+    assert agent.fisher_product() is None
