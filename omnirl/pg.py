@@ -52,7 +52,8 @@ class PGBatch(NamedTuple):
 
         def split(x: torch.Tensor) -> torch.Tensor:
             t, n = x.shape[:2]
-            return x.reshape(t, self.num_tasks, n // self.num_tasks, *x.shape[2:]).transpose(0, 1)
+            x = x.reshape(t, self.num_tasks, n // self.num_tasks, *x.shape[2:]).transpose(0, 1)
+            return x.contiguous()  # copied once here, not inside every batched matmul
 
         return TaskBatch(
             split(self.obs_TNO),
