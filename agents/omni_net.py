@@ -7,9 +7,9 @@ lightweight low-rank branches, ``f_pre`` and ``f_meta``::
     pre flow:    x_l = tanh(f_joint(x_{l-1}) + f_pre(x_{l-1}))     (x_{l-1} of the pre flow)
     meta flow:   x_l = tanh(f_joint(x_{l-1}) + f_meta(x_{l-1}))    (x_{l-1} of the meta flow)
 
-Each flow has its own Gaussian head. The branches' second factors start at zero, so at
-initialisation the three flows compute the same hidden features. One ordinary ``forward``
-serves every flow; MAML evaluates it with adapted parameters through
+Each flow has its own Gaussian head. The branches' second factors start at zero and the heads
+start as copies, so at initialisation the three flows are the same policy. One ordinary
+``forward`` serves every flow; MAML evaluates it with adapted parameters through
 ``torch.func.functional_call``.
 """
 
@@ -112,6 +112,11 @@ class OmniNetPolicy(nn.Module):
         self.heads = nn.ModuleDict(
             {flow: GaussianHead(sizes[-1], act_dim, init_std) for flow in FLOWS}
         )
+        # Every flow starts as the joint flow's policy: the branches add zero, and the heads
+        # start as copies. Otherwise each flow's rollouts would be far off-policy for the
+        # others from the first iteration on, and the joint flow reuses them.
+        for flow in ("pre", "meta"):
+            self.heads[flow].load_state_dict(self.heads["joint"].state_dict())
 
     def features(self, obs: torch.Tensor, flow: str = "joint") -> torch.Tensor:
         """Last hidden features of ``flow``."""

@@ -194,5 +194,77 @@ def _run_training(trainer: Any, progress: bool) -> None:
     console.print(f"done: {trainer.iteration} iterations in {trainer.run_dir}", highlight=False)
 
 
+@app.command()
+def evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders to evaluate (same family).")],
+    tasks: Annotated[int, typer.Option(min=1, help="Fresh test tasks (paper: 2000).")] = 100,
+    steps: Annotated[int, typer.Option(min=0, max=10, help="Adaptation steps.")] = 4,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per task and step.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the test tasks and rollouts.")] = 1000,
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    out: Annotated[
+        Path | None, typer.Option(help="JSON file (default: eval.json in the run).")
+    ] = None,
+) -> None:
+    """Return on fresh tasks after 0..STEPS adaptation steps (alpha, then alpha/2), per run."""
+    import numpy as np
+
+    from omnirl.collector import Collector
+    from omnirl.evaluation import (
+        adaptation_returns,
+        default_lrs,
+        load_run,
+        mean_ci95,
+        sample_test_tasks,
+    )
+
+    if checkpoint not in ("best", "latest"):
+        raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
+    try:
+        loaded = [load_run(run, checkpoint) for run in runs]
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    families = {cfg.family for cfg, _ in loaded}
+    if len(families) != 1:
+        raise fail(f"runs of different families cannot share test tasks: {sorted(families)}")
+    family = registry.get_family(families.pop())
+    task_list = sample_test_tasks(family, tasks, seed)
+    results = []
+    table = Table(title=f"{family.name}: mean return ± 95% CI on {tasks} test tasks")
+    table.add_column("run")
+    for step in range(steps + 1):
+        table.add_column(f"{step} step{'s' if step != 1 else ''}", justify="right")
+    for run, (cfg, agent) in zip(runs, loaded, strict=True):
+        collector = Collector(family.env_id, seed=seed)
+        returns = adaptation_returns(
+            agent, collector, task_list, default_lrs(cfg.inner_lr, steps), episodes, seed=seed
+        )
+        collector.close()
+        stats = [mean_ci95(r) for r in returns]
+        results.append(
+            {
+                "run": str(run),
+                "agent": cfg.agent,
+                "family": cfg.family,
+                "flow": agent.eval_flow,
+                "mean": [m for m, _ in stats],
+                "ci95": [c for _, c in stats],
+                "returns": np.asarray(returns).tolist(),
+            }
+        )
+        table.add_row(f"{cfg.agent} ({run.name})", *(f"{m:.1f} ± {c:.1f}" for m, c in stats))
+    console.print(table)
+    path = out or (runs[0] / "eval.json" if len(runs) == 1 else Path("eval.json"))
+    payload = {
+        "tasks": task_list,
+        "steps": steps,
+        "episodes": episodes,
+        "seed": seed,
+        "runs": results,
+    }
+    path.write_text(json.dumps(payload, indent=1))
+    console.print(f"wrote {path}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

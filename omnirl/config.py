@@ -1,8 +1,13 @@
 """Strict, frozen training configs loaded from commented YAML files.
 
-Every key is a field of :class:`TrainConfig` with a type and an allowed range. An unknown key,
-a wrong type or an out-of-range value is a :class:`ConfigError` whose message is one line naming
-the key and what is allowed; the command line prints it as is.
+Every key is a field of :class:`TrainConfig` with a type and a :class:`Rule` saying which values
+are allowed. An unknown key, a wrong type or an out-of-range value is a :class:`ConfigError` whose
+message is one line naming the key and what is allowed; the command line prints it as is.
+
+A ``TrainConfig`` validates itself on construction, so every instance (including one made by
+``dataclasses.replace``) is a usable config. Files and ``--set`` values are read as YAML with two
+fixes to YAML 1.1 that bite configs: ``1e-5`` is a number (YAML 1.1 wants ``1.0e-5``) and only
+``true``/``false`` are booleans (YAML 1.1 also reads ``yes``, ``no``, ``on``, ``off``).
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import math
 import re
-import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,214 +27,340 @@ import yaml
 
 from omnirl import registry
 
-AGENTS = ("omni", "maml", "pretrain", "joint", "random")
-
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the key and what is allowed."""
 
-
-def _key(default: Any, help: str, check: Callable[[Any], bool] | None = None, allowed: str = ""):
-    """A config field with its help text and its range check (``allowed`` says it in words)."""
-    return field(default=default, metadata={"help": help, "check": check, "allowed": allowed})
-
-
-def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v >= low), f">= {low:g}"
+    def __init__(self, message: str):
+        # One line even when a value or a YAML problem brings a newline: the CLI prints it as is.
+        super().__init__(" ".join(part.strip() for part in str(message).splitlines()))
 
 
-def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
+# ----------------------------------------------------------------------------- value rules
+@dataclass(frozen=True)
+class Rule:
+    """Which values a field allows: a predicate and the same thing in words for messages."""
+
+    check: Callable[[Any], bool]
+    allowed: str | Callable[[], str]
+    choice: bool = False  # a choice among names ("is not allowed") rather than a range
+
+    def describe(self) -> str:
+        """The allowed values in words (computed now for choices that can grow, e.g. agents)."""
+        return self.allowed() if callable(self.allowed) else self.allowed
+
+
+def at_least(low: float) -> Rule:
+    """Values ``>= low``."""
+    return Rule(lambda v: v >= low, f">= {low:g}")
+
+
+def above(low: float) -> Rule:
+    """Values ``> low``."""
+    return Rule(lambda v: v > low, f"> {low:g}")
+
+
+def interval(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    """Values in ``[low, high]``; either end may be open."""
+
     def check(v: float) -> bool:
         return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
 
-    return check, f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    brackets = ("(" if low_open else "[", ")" if high_open else "]")
+    return Rule(check, f"{brackets[0]}{low:g}, {high:g}{brackets[1]}")
 
 
-def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in choices), "one of " + ", ".join(choices)
+def one_of(choices: Sequence[str] | Callable[[], Sequence[str]]) -> Rule:
+    """One of ``choices`` (a callable is asked on every check, for registries that grow)."""
+    names = choices if callable(choices) else (lambda: choices)
+    return Rule(lambda v: v in names(), lambda: "one of " + ", ".join(names()), choice=True)
 
 
-_POSITIVE = ((lambda v: v > 0), "> 0")
+NON_EMPTY_POSITIVE = Rule(lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list, each >= 1")
 
 
+def _key(default: Any, help: str, rule: Rule | None = None) -> Any:
+    """A config field with its help text and its rule (``None``: any value of the type)."""
+    return field(default=default, metadata={"help": help, "rule": rule})
+
+
+# --------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults are the paper protocol for HalfCheetah (Finn et al. 2017)."""
+    """One training run. Defaults are the paper protocol for HalfCheetah (Finn et al. 2017).
 
-    family: str = _key("halfcheetah-vel", "task family (omnirl list)")
-    agent: str = _key("maml", "learning rule", *_one_of(*AGENTS))
-    seed: int = _key(0, "seed of the whole run", *_at_least(0))
-    iterations: int = _key(500, "meta-iterations", *_at_least(0))
-    tasks_per_iteration: int = _key(40, "tasks B per meta-iteration", *_at_least(1))
-    episodes_per_task: int = _key(20, "episodes K per task and rollout set", *_at_least(1))
-    horizon: int | None = _key(None, "steps per episode (null: the family's)", *_at_least(1))
-    gamma: float = _key(0.99, "discount factor", *_between(0, 1, low_open=True))
-    gae_lambda: float = _key(1.0, "GAE lambda", *_between(0, 1))
-    hidden_sizes: tuple[int, ...] = _key(
-        (64, 64), "hidden layer sizes", lambda v: len(v) > 0 and min(v) >= 1, "non-empty, each >= 1"
-    )
-    branch_rank: int = _key(16, "rank of the Omni-Net pre/meta branches", *_at_least(1))
-    init_std: float = _key(1.0, "initial policy standard deviation", *_POSITIVE)
-    inner_lr: float = _key(0.1, "inner (adaptation) learning rate alpha", *_POSITIVE)
-    inner_steps: int = _key(1, "inner steps in training", *_at_least(1))
+    Every field is checked on construction (type, then range); a bad value is a
+    :class:`ConfigError`. ``family`` is normalised to the family's short name, ints given for
+    floats become floats, and lists given for ``hidden_sizes`` become tuples.
+    """
+
+    # what to train
+    family: str = _key("halfcheetah-vel", "task family, a registered name (omnirl list)")
+    agent: str = _key("maml", "learning rule", one_of(registry.agent_names))
+    seed: int = _key(0, "seed of the whole run", at_least(0))
+    # meta-batch
+    iterations: int = _key(500, "meta-iterations to train (paper: 500)", at_least(0))
+    tasks_per_iteration: int = _key(40, "tasks B per meta-iteration (paper: 40)", at_least(1))
+    episodes_per_task: int = _key(20, "episodes K per task and rollout set", at_least(1))
+    horizon: int | None = _key(None, "steps per episode; None: the family's", at_least(1))
+    gamma: float = _key(0.99, "discount factor", interval(0, 1, low_open=True))
+    gae_lambda: float = _key(1.0, "GAE lambda (1: Monte Carlo returns)", interval(0, 1))
+    # policy
+    hidden_sizes: tuple[int, ...] = _key((64, 64), "hidden layer sizes", NON_EMPTY_POSITIVE)
+    branch_rank: int = _key(16, "rank of the Omni-Net pre/meta branches", at_least(1))
+    init_std: float = _key(1.0, "initial policy standard deviation", above(0))
+    # inner loop
+    inner_lr: float = _key(0.1, "inner (adaptation) learning rate alpha", above(0))
+    inner_steps: int = _key(1, "inner gradient steps in training", at_least(1))
     first_order: bool = _key(False, "first-order MAML (no second derivatives)")
-    outer_optimizer: str = _key("trpo", "outer optimizer", *_one_of("trpo", "adam"))
-    outer_lr: float = _key(1e-3, "Adam learning rate (outer_optimizer: adam)", *_POSITIVE)
-    max_kl: float = _key(0.01, "TRPO trust-region radius", *_POSITIVE)
-    cg_iters: int = _key(10, "conjugate-gradient iterations", *_at_least(1))
-    cg_damping: float = _key(1e-5, "damping added to the KL Hessian", *_at_least(0))
-    fvp_stride: int = _key(
-        1, "KL-Hessian products on every N-th time step (TRPO: 10% of the data)", *_at_least(1)
-    )
-    ls_max_steps: int = _key(15, "line-search candidates", *_at_least(1))
+    # outer loop
+    outer_optimizer: str = _key("trpo", "outer optimizer", one_of(("trpo", "adam")))
+    outer_lr: float = _key(1e-3, "Adam learning rate (outer_optimizer: adam only)", above(0))
+    max_kl: float = _key(0.01, "TRPO trust-region radius", above(0))
+    cg_iters: int = _key(10, "conjugate-gradient iterations", at_least(1))
+    cg_damping: float = _key(1e-5, "damping added to the KL Hessian", at_least(0))
+    fvp_stride: int = _key(1, "KL-Hessian products on every N-th time step", at_least(1))
+    ls_max_steps: int = _key(15, "line-search candidates", at_least(1))
     ls_backtrack_ratio: float = _key(
-        0.8, "line-search shrink factor", *_between(0, 1, low_open=True, high_open=True)
+        0.8, "line-search shrink factor", interval(0, 1, low_open=True, high_open=True)
     )
-    ema_decay: float = _key(0.99, "EMA teacher decay", *_between(0, 1, high_open=True))
-    distill_weight: float = _key(3.0, "self-distillation weight lambda", *_at_least(0))
-    joint_rollouts: str = _key("reuse", "joint-flow data", *_one_of("reuse", "own"))
-    importance_clip: float = _key(0.2, "joint-flow ratios truncated at 1 + this", *_at_least(0))
-    eval_every: int = _key(10, "quick evaluation every N iterations (0: never)", *_at_least(0))
-    eval_tasks: int = _key(40, "tasks of the quick evaluation", *_at_least(1))
+    # Omni-Training
+    ema_decay: float = _key(0.99, "EMA teacher decay", interval(0, 1, high_open=True))
+    distill_weight: float = _key(0.05, "self-distillation weight lambda", at_least(0))
+    joint_rollouts: str = _key("reuse", "joint-flow rollouts", one_of(("reuse", "own")))
+    importance_clip: float = _key(0.2, "joint-flow ratios truncated at 1 + this", at_least(0))
+    # bookkeeping
+    eval_every: int = _key(10, "quick evaluation every N iterations (0: never)", at_least(0))
+    eval_tasks: int = _key(40, "tasks of the quick evaluation", at_least(1))
     run_dir: str = _key("runs", "folder that holds the run folders")
-    torch_threads: int = _key(0, "torch threads for updates (0: all cores)", *_at_least(0))
+    torch_threads: int = _key(0, "torch threads for updates (0: all cores)", at_least(0))
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:
+            # Frozen: the checked (and converted) value goes in through object.__setattr__.
+            object.__setattr__(self, name, _validate(name, getattr(self, name)))
 
 
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
-def _type_name(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    if typing.get_origin(hint) is tuple:
-        return "a list of integers"
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if args:  # Optional
-        return f"{_type_name(args[0])} or null"
-    return names[hint]
+# ---------------------------------------------------------------------------------- types
+class _WrongType(Exception):
+    """A value that is not of the field's type (turned into a ConfigError by the caller).
+
+    Args:
+        expected: what was expected, when more precise than the type's words.
+    """
+
+    def __init__(self, expected: str | None = None):
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):  # bool is an int subclass
+        raise _WrongType
+    return value
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _WrongType
+    if not math.isfinite(value):  # .inf passes every "> 0" rule, .nan fails them obscurely
+        raise _WrongType("a finite number")
+    return float(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _WrongType
+    return value
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _WrongType
+    return value
+
+
+def _as_int_tuple(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _WrongType
+    return tuple(_as_int(v) for v in value)
+
+
+# Field type -> (the type in words, converter). A new field type needs one row here.
+_TYPES: dict[Any, tuple[str, Callable[[Any], Any]]] = {
+    int: ("an integer", _as_int),
+    float: ("a number", _as_float),
+    bool: ("true or false", _as_bool),
+    str: ("a string", _as_str),
+    tuple[int, ...]: ("a list of integers", _as_int_tuple),
+}
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Return ``value`` as the field's type or raise ConfigError naming the expected type."""
     hint = _HINTS[key]
-    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
-    base = (
-        next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
-    )
+    args = typing.get_args(hint) if typing.get_origin(hint) is not tuple else ()
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
     if value is None and optional:
         return None
-    ok = False
-    if base is bool:
-        ok = isinstance(value, bool)
-    elif base is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif base is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
-            value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif base is str:
-        ok = isinstance(value, str)
-    elif typing.get_origin(base) is tuple:
-        ok = isinstance(value, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        )
-        value = tuple(value) if ok else value
-    if not ok:
-        raise ConfigError(f"config key '{key}' must be {_type_name(hint)}, got {value!r}")
-    return value
+    words, convert = _TYPES[base]
+    try:
+        return convert(value)
+    except _WrongType as exc:
+        expected = exc.expected or (f"{words} or null" if optional else words)
+        raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}") from None
 
 
 def _validate(key: str, value: Any) -> Any:
+    """Type-check, convert and range-check one value; return it as it goes in the config."""
     value = _coerce(key, value)
-    meta = FIELDS[key].metadata
-    if value is not None and meta["check"] is not None and not meta["check"](value):
-        problem = "is not allowed" if meta["allowed"].startswith("one of") else "is out of range"
-        raise ConfigError(f"config key '{key}' = {value!r} {problem} (allowed: {meta['allowed']})")
+    rule: Rule | None = FIELDS[key].metadata["rule"]
+    if value is not None and rule is not None and not rule.check(value):
+        problem = "is not allowed" if rule.choice else "is out of range"
+        raise ConfigError(f"config key '{key}' = {value!r} {problem} (allowed: {rule.describe()})")
     if key == "family":
         try:
-            registry.get_family(value)
+            # Short name even when given the Gymnasium id: run folders are named after it.
+            value = registry.get_family(value).name
         except registry.UnknownNameError as exc:
             raise ConfigError(f"config key 'family': {exc}") from None
     return value
 
 
-def _unknown_key(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(FIELDS)}"
-    return ConfigError(f"unknown config key '{key}'{where}{hint}")
+# ----------------------------------------------------------------------------------- YAML
+# YAML 1.2 style scientific notation: 1e-5, 2E3, 1.5e+2 (YAML 1.1 needs a dot and a sign).
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped in ``omnirl.configs``."""
-    files = importlib.resources.files("omnirl.configs").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+def _fix_resolvers(cls: type) -> type:
+    """Give a PyYAML loader or dumper class the config scalar rules (see the module docstring)."""
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    cls.add_implicit_resolver(_BOOL_TAG, _BOOL, list("tTfF"))
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return cls
 
 
-def _read_source(source: str) -> tuple[Any, str]:
-    packaged = importlib.resources.files("omnirl.configs") / f"{source}.yaml"
-    if packaged.is_file():
-        text, where = packaged.read_text(), f"{source}.yaml"
-    elif Path(source).is_file():
-        text, where = Path(source).read_text(), source
-    else:
-        names = ", ".join(packaged_configs())
-        raise ConfigError(f"no config '{source}': not a packaged config ({names}) nor a YAML file")
+@_fix_resolvers
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with the config scalar rules; a key given twice is an error, not a silent win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # noqa: D102
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key_node.value}' given twice", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+@_fix_resolvers
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML dumper that quotes exactly the strings :class:`_Loader` would not read back."""
+
+
+def _parse_yaml(text: str, where: str, lines: bool = True) -> Any:
+    """Parse ``text`` with :class:`_Loader`; a YAML error names ``where`` (and the line)."""
     try:
-        return yaml.safe_load(text) or {}, where
+        return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
+        line = f" line {mark.line + 1}" if lines and mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{where}{line}: {problem}") from None
 
 
+# -------------------------------------------------------------------------------- loading
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped in ``omnirl.configs`` (``navigation-2d``, ...), sorted."""
+    files = importlib.resources.files("omnirl.configs").iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def _read_source(source: str) -> tuple[str, str]:
+    """Return the text of ``source`` (packaged name or path) and how to name it in messages."""
+    if source in packaged_configs():
+        packaged = importlib.resources.files("omnirl.configs") / f"{source}.yaml"
+        return packaged.read_text(encoding="utf-8"), f"{source}.yaml"
+    path = Path(source)
+    if not path.is_file():
+        names = ", ".join(packaged_configs())
+        raise ConfigError(f"no config '{source}': not a packaged config ({names}) nor a YAML file")
+    try:
+        return path.read_text(encoding="utf-8"), source
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {source}: {exc}") from None
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(FIELDS)}"
+    return ConfigError(f"unknown config key {key!r}{where}{hint}")
+
+
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError(f"--set takes key=value, got {item!r}")
-    try:
-        return key.strip(), yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key.strip()}: cannot parse value {text!r}") from None
+    return key, _parse_yaml(text, f"--set {key}={text}", lines=False)
 
 
 def load_config(source: str, overrides: Sequence[str] = ()) -> TrainConfig:
     """Load a packaged config by name (``navigation-2d``) or a YAML path, then apply overrides.
 
+    Keys the file leaves out take the :class:`TrainConfig` defaults; the packaged files write
+    every key.
+
     Args:
-        source: packaged config name or path to a YAML file.
-        overrides: ``"key=value"`` strings; values are parsed as YAML (``true``, ``[32, 32]``,
-            ``null``) and then type-checked.
+        source: packaged config name (see :func:`packaged_configs`) or path to a YAML file.
+        overrides: ``"key=value"`` strings, applied in order after the file; values are parsed
+            as YAML (``3``, ``true``, ``[32, 32]``, ``null``) and then type-checked.
+
+    Returns:
+        The validated config.
 
     Raises:
-        ConfigError: a missing file, invalid YAML, an unknown key, a wrong type or an
-            out-of-range value (one line naming the key and what is allowed).
+        ConfigError: a missing file, invalid YAML, an unknown key, a malformed override, a
+            wrong type or an out-of-range value (one line naming the key and what is allowed).
     """
-    data, where = _read_source(source)
+    text, where = _read_source(source)
+    data = _parse_yaml(text, where)
+    data = {} if data is None else data  # an empty file: all defaults
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}: a config is a mapping of keys to values, got {type(data).__name__}"
         )
-    values = {}
-    for key, value in data.items():
+    for key in data:
         if key not in FIELDS:
             raise _unknown_key(str(key), f" in {where}")
-        values[key] = value
+    values = dict(data)
     for item in overrides:
         key, value = _parse_override(item)
         if key not in FIELDS:
             raise _unknown_key(key, " in --set")
         values[key] = value
-    return TrainConfig(**{key: _validate(key, value) for key, value in values.items()})
+    return TrainConfig(**values)
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as plain YAML/JSON values (tuples become lists)."""
+    """The config as plain YAML/JSON values in field order (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable with :func:`load_config`)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML; ``load_config(str(path))`` gives back an equal config."""
+    body = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=None)
+    Path(path).write_text("# Resolved omnirl config (every key).\n" + body, encoding="utf-8")

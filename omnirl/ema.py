@@ -8,33 +8,53 @@ from typing import Any
 import torch
 
 
-class EMATeacher:
-    """An exponential moving average of a student module: ``theta~ <- d theta~ + (1 - d) theta``.
+def _check_decay(ema_decay: float) -> float:
+    if not 0.0 <= ema_decay < 1.0:  # also rejects NaN
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    return float(ema_decay)
 
-    The teacher is a deep copy kept in eval mode with ``requires_grad`` off: it never receives
-    gradients, it only follows the student after every outer step.
+
+class EMATeacher:
+    """An exponential moving average of a student module.
+
+    After every outer step, each teacher parameter follows the student's::
+
+        theta~ <- d * theta~ + (1 - d) * theta        (d = ema_decay)
+
+    and buffers are copied. The teacher is a deep copy kept in eval mode with ``requires_grad``
+    off: it never receives gradients, so distilling towards its outputs pulls the student without
+    the target moving with it.
 
     Args:
-        student: the module to follow.
-        ema_decay: d in [0, 1).
+        student: the module to follow; the teacher starts as an exact copy.
+        ema_decay: d in [0, 1). ``d = 0`` makes the teacher a copy of the latest student.
+
+    Raises:
+        ValueError: if ``ema_decay`` is outside [0, 1).
 
     References:
-        Tarvainen, Valpola. "Mean teachers are better role models." NeurIPS 2017.
+        Tarvainen, Valpola. "Mean teachers are better role models: Weight-averaged consistency
+        targets improve semi-supervised deep learning results." NeurIPS 2017.
         Shu, Kou, Yang, Wang, Long. "Omni-Training for Data-Efficient Deep Learning."
+        (self-distillation from an EMA teacher).
     """
 
     def __init__(self, student: torch.nn.Module, ema_decay: float = 0.99):
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        self.ema_decay = ema_decay
+        self.ema_decay = _check_decay(ema_decay)
         self.module = copy.deepcopy(student).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, student: torch.nn.Module) -> None:
-        """Move every teacher parameter towards the student's; copy buffers."""
+        """Move every teacher parameter towards the student's; copy buffers.
+
+        Args:
+            student: a module with the same parameters and buffers, in the same order, as the
+                one the teacher was made from.
+        """
         for teacher_p, student_p in zip(
             self.module.parameters(), student.parameters(), strict=True
         ):
+            # lerp_(end, w) = start + w (end - start) = d start + (1 - d) end for w = 1 - d.
             teacher_p.lerp_(student_p, 1.0 - self.ema_decay)
         for teacher_b, student_b in zip(self.module.buffers(), student.buffers(), strict=True):
             teacher_b.copy_(student_b)
@@ -44,10 +64,15 @@ class EMATeacher:
         return self.module(*args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
-        """Teacher parameters and decay."""
+        """Teacher parameters, buffers and decay."""
         return {"module": self.module.state_dict(), "ema_decay": self.ema_decay}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            ValueError: if the saved ``ema_decay`` is outside [0, 1).
+        """
+        ema_decay = _check_decay(state["ema_decay"])
         self.module.load_state_dict(state["module"])
-        self.ema_decay = state["ema_decay"]
+        self.ema_decay = ema_decay

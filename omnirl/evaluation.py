@@ -8,6 +8,7 @@ with its own adapted parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,3 +66,47 @@ def adaptation_returns(
             adapted = inner_step_tasks(policy, start, support, flow, lrs[step], first_order=True)
             params_B = {k: v.detach() for k, v in adapted.items()}
     return returns
+
+
+# Test tasks come from their own stream, never the training one (seeded by the run's seed).
+TEST_STREAM = 104729
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% interval, ``1.96 s / sqrt(n)``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+
+
+def sample_test_tasks(family: Any, num_tasks: int, seed: int) -> list[dict[str, Any]]:
+    """``num_tasks`` test tasks of ``family``; the same for every run evaluated with ``seed``."""
+    return family.tasks.sample(num_tasks, np.random.default_rng([seed, TEST_STREAM]))
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
+    """The config and the agent restored from ``run_dir/checkpoints/<which>.pt``.
+
+    Raises:
+        FileNotFoundError: no run folder, or no such checkpoint (one line, for the CLI).
+    """
+    import gymnasium as gym
+
+    from omnirl import checkpoint, registry
+    from omnirl.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint {path.name}")
+    cfg = load_config(str(run_dir / "config.yaml"))
+    env = gym.make(registry.get_family(cfg.family).env_id)
+    agent = registry.load_agent(cfg.agent)(
+        cfg, env.observation_space.shape[0], env.action_space.shape[0]
+    )
+    env.close()
+    agent.load_state_dict(checkpoint.load(path)["agent"])
+    return cfg, agent

@@ -57,6 +57,9 @@ def test_flows_share_features_at_init_and_diverge_after_an_update():
     joint = policy.features(obs, "joint")
     torch.testing.assert_close(policy.features(obs, "pre"), joint, rtol=0, atol=0)
     torch.testing.assert_close(policy.features(obs, "meta"), joint, rtol=0, atol=0)
+    for flow in ("pre", "meta"):  # and the same policy: the heads start as copies
+        same = policy(obs, flow=flow).loc
+        torch.testing.assert_close(same, policy(obs, flow="joint").loc, rtol=0, atol=0)
     batch = random_batch(policy, "pre", tasks=1)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
     for _ in range(2):  # the first step moves the zero factor, the second uses it

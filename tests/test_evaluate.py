@@ -1,0 +1,85 @@
+"""omnirl evaluate on tiny runs: shapes, intervals, shared test tasks, bad input."""
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from omnirl.cli import app
+from omnirl.evaluation import mean_ci95
+
+runner = CliRunner()
+
+
+def tiny_run(tmp_path, agent):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "smoke-navigation-2d",
+            "--agent",
+            agent,
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path / agent}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [run] = (tmp_path / agent).iterdir()
+    return run
+
+
+def test_mean_ci95_by_hand():
+    mean, half = mean_ci95(np.array([1.0, 2.0, 3.0, 6.0]))
+    assert mean == 3.0
+    assert half == 1.96 * np.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 3) / 2
+
+
+def test_evaluate_two_runs_on_the_same_tasks(tmp_path):
+    runs = [tiny_run(tmp_path, "omni"), tiny_run(tmp_path, "maml")]
+    out = tmp_path / "eval.json"
+    args = [
+        "evaluate",
+        *map(str, runs),
+        "--tasks",
+        "3",
+        "--steps",
+        "2",
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["agent"] for r in data["runs"]] == ["omni", "maml"]
+    for r in data["runs"]:
+        assert np.asarray(r["returns"]).shape == (3, 3)  # steps + 1 x tasks
+        assert r["mean"] == [mean_ci95(np.asarray(x))[0] for x in r["returns"]]
+    again = tmp_path / "again.json"
+    runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(runs[1]),
+            "--tasks",
+            "3",
+            "--steps",
+            "0",
+            "--episodes",
+            "2",
+            "--out",
+            str(again),
+        ],
+    )
+    assert json.loads(again.read_text())["tasks"] == data["tasks"]  # same seed, same test tasks
+
+
+def test_evaluate_bad_input(tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "not a run folder" in result.output
+    run = tiny_run(tmp_path, "maml")
+    (run / "checkpoints" / "best.pt").unlink()
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2 and "no checkpoint best.pt" in result.output
