@@ -17,10 +17,7 @@ import torch
 
 from omnirl.pg import (
     Params,
-    PGBatch,
     TaskBatch,
-    batch_surrogate,
-    policy_dist,
     task_dist,
     task_surrogate,
 )
@@ -30,37 +27,6 @@ def flow_params(policy: torch.nn.Module, flow: str | None) -> dict[str, torch.Te
     """The live parameters ``flow`` uses, by name (gradients flow to the module's parameters)."""
     named = dict(policy.named_parameters())
     return {name: named[name] for name in policy.flow_parameter_names(flow)}
-
-
-def inner_step(
-    policy: torch.nn.Module,
-    params: Params,
-    support: PGBatch,
-    flow: str | None,
-    lr: float,
-    first_order: bool = False,
-    ratio_cap: float | None = None,
-) -> dict[str, torch.Tensor]:
-    """One policy-gradient step on one task's support episodes: ``theta - lr * grad L_pg``.
-
-    Args:
-        policy: the policy module (evaluated functionally).
-        params: the parameters to adapt (the flow's); they must require grad.
-        support: one task's support episodes.
-        flow: the flow whose loss is taken.
-        lr: inner learning rate alpha.
-        first_order: treat the gradient as a constant (first-order MAML).
-        ratio_cap: truncate importance ratios (data from another policy).
-
-    Returns:
-        The adapted parameters, a new dict; differentiable w.r.t. ``params`` unless first order.
-    """
-    # Gradients are needed even when the caller evaluates under no_grad (TRPO's line search).
-    with torch.enable_grad():
-        dist = policy_dist(policy, params, support.obs_TNO, flow)
-        loss = batch_surrogate(dist, support, ratio_cap)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
-        return {name: p - lr * g for (name, p), g in zip(params.items(), grads, strict=True)}
 
 
 def task_params(params: Params, num_tasks: int) -> dict[str, torch.Tensor]:
@@ -83,7 +49,7 @@ def inner_step_tasks(
     first_order: bool = False,
     ratio_cap: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`inner_step` for every task at once; ``params_B`` holds one set per task.
+    """One policy-gradient step per task, ``theta_b - lr * grad L_pg(S_b; theta_b)``, all at once.
 
     Task b's loss depends only on its own copy ``params_B[k][b]``, so one backward pass of the
     summed losses yields every task's own gradient.

@@ -30,19 +30,6 @@ class PGBatch(NamedTuple):
     valid_TN: torch.Tensor
     num_tasks: int
 
-    def task(self, b: int) -> PGBatch:
-        """The K episodes of task ``b`` (a one-task batch)."""
-        k = self.obs_TNO.shape[1] // self.num_tasks
-        cols = slice(b * k, (b + 1) * k)
-        return PGBatch(
-            self.obs_TNO[:, cols],
-            self.act_TNA[:, cols],
-            self.logp_TN[:, cols],
-            self.adv_TN[:, cols],
-            self.valid_TN[:, cols],
-            1,
-        )
-
     def every(self, stride: int) -> PGBatch:
         """Every ``stride``-th time step: an estimate of the same averages, ``stride`` x cheaper."""
         return PGBatch(*(x[::stride] for x in self[:5]), self.num_tasks)

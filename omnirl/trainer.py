@@ -155,14 +155,23 @@ class Trainer:
             metrics.update(self.quick_eval())
             timing.take()  # evaluation time is not training time
         self._log(metrics)
-        score = metrics.get("eval/return_post", metrics.get("rollout/return_post"))
-        score = metrics.get("rollout/return_pre", -math.inf) if score is None else score
-        improved = score > self.best
-        self.best = max(self.best, score)
+        score = self._score(metrics)
+        improved = score is not None and score > self.best
+        self.best = max(self.best, score) if score is not None else self.best
         self.save_checkpoint("latest.pt")
         if improved:
             self.save_checkpoint("best.pt")
         return metrics
+
+    def _score(self, metrics: dict[str, float]) -> float | None:
+        """What ``best.pt`` maximises.
+
+        The post-adaptation return on the fixed evaluation tasks when evaluating (only those
+        iterations compete), else the return of the training rollouts.
+        """
+        if self.cfg.eval_every:
+            return metrics.get("eval/return_post")
+        return metrics.get("rollout/return_post", metrics.get("rollout/return_pre"))
 
     def quick_eval(self) -> dict[str, float]:
         """Mean return before and after one adaptation step on the fixed evaluation tasks."""

@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 from omnirl.agents import GaussianMLPPolicy
 from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
-from omnirl.maml import adapt_tasks, flow_params, inner_step, unstack
+from omnirl.maml import adapt_tasks, flow_params, unstack
 from omnirl.pg import (
     PGBatch,
     batch_surrogate,
@@ -15,6 +15,21 @@ from omnirl.pg import (
     task_dist,
     task_surrogate,
 )
+
+
+def one_task(batch, b):
+    """Task b's columns as a one-task batch (task-major layout)."""
+    k = batch.obs_TNO.shape[1] // batch.num_tasks
+    return PGBatch(*(x[:, b * k : (b + 1) * k] for x in batch[:5]), 1)
+
+
+def inner_step(policy, params, support, lr, first_order=False):
+    """Reference single-task inner step, written out independently of the batched one."""
+    dist = policy_dist(policy, params, support.obs_TNO, None)
+    grads = torch.autograd.grad(
+        batch_surrogate(dist, support), list(params.values()), create_graph=not first_order
+    )
+    return {name: p - lr * g for (name, p), g in zip(params.items(), grads, strict=True)}
 
 
 def random_batch(policy, flow=None, T=5, N=6, obs_dim=3, tasks=2, seed=0, dtype=torch.float32):
@@ -135,10 +150,10 @@ def test_first_order_drops_the_second_order_term():
     # First order: the gradient of the query loss at the adapted parameters, as if they were leaves.
     expected = [torch.zeros_like(p) for p in params]
     for b in range(support.num_tasks):
-        adapted = inner_step(policy, flow_params(policy, None), support.task(b), None, lr, True)
+        adapted = inner_step(policy, flow_params(policy, None), one_task(support, b), lr, True)
         leaves = {k: v.detach().requires_grad_() for k, v in adapted.items()}
         loss = batch_surrogate(
-            policy_dist(policy, leaves, query.task(b).obs_TNO, None), query.task(b)
+            policy_dist(policy, leaves, one_task(query, b).obs_TNO, None), one_task(query, b)
         )
         for acc, g in zip(expected, torch.autograd.grad(loss, list(leaves.values())), strict=True):
             acc += g / support.num_tasks
@@ -151,7 +166,7 @@ def test_inner_step_returns_new_dict_and_leaves_module_untouched():
     policy, support, _ = tiny_problem()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     params = flow_params(policy, None)
-    adapted = inner_step(policy, params, support.task(0), None, 0.1)
+    adapted = unstack(adapt_tasks(policy, params, support.by_task(), None, [0.1]))[0]
     assert adapted is not params and set(adapted) == set(params)
     assert any(not torch.equal(adapted[k], params[k]) for k in params)
     for k, v in policy.state_dict().items():
@@ -178,7 +193,7 @@ def test_batched_adaptation_equals_per_task_adaptation():
     params = flow_params(policy, None)
     batched = unstack(adapt_tasks(policy, params, support.by_task(), None, [0.3, 0.1]))
     for b in range(support.num_tasks):
-        single = inner_step(policy, params, support.task(b), None, 0.3)
-        single = inner_step(policy, single, support.task(b), None, 0.1)
+        single = inner_step(policy, params, one_task(support, b), 0.3)
+        single = inner_step(policy, single, one_task(support, b), 0.1)
         for name in params:
             torch.testing.assert_close(batched[b][name], single[name])
