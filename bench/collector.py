@@ -54,7 +54,10 @@ def omnirl_collector(
     for _ in range(repeats):
         start = time.perf_counter()
         [batch] = collector.collect(policy, tasks, episodes, horizon=horizon, seed=seed)
-        rates.append(batch.valid_TN.sum().item() / (time.perf_counter() - start))
+        elapsed = time.perf_counter() - start
+        # Steps executed, counted as the Gymnasium loops count them (sub-envs x steps run),
+        # including steps of sub-envs whose episode already ended.
+        rates.append(batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1] / elapsed)
     collector.close()
     return float(np.median(rates)), batch
 

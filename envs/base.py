@@ -111,7 +111,10 @@ class TaskVectorEnv(VectorEnv):
         self.max_episode_steps = max_episode_steps
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        # Generators are made on first use from the last seed given: families whose resets
+        # draw nothing (navigation) never pay for 400 generators per reset.
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._seeds: list[int | None] = [None] * num_envs
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._obs = np.zeros(
@@ -185,8 +188,8 @@ class TaskVectorEnv(VectorEnv):
             raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         ids = np.flatnonzero(mask)
         for i in ids:
-            if seeds[i] is not None or self._rngs[i] is None:
-                self._rngs[i] = seeding.np_random(seeds[i])[0]
+            if seeds[i] is not None:
+                self._rngs[i], self._seeds[i] = None, seeds[i]
         self._reset_ids(ids)
         return self._obs.copy(), {}
 
@@ -227,9 +230,10 @@ class TaskVectorEnv(VectorEnv):
 
     # ----------------------------------------------------------------------- for subclasses
     def _rng(self, i: int) -> np.random.Generator:
+        """Sub-env ``i``'s generator, seeded as ``Env.reset(seed=...)`` seeds a single env."""
         rng = self._rngs[i]
-        if rng is None:  # stepping before any reset: give the sub-env a fresh random generator
-            rng = self._rngs[i] = seeding.np_random(None)[0]
+        if rng is None:  # seeded with the last seed given, or randomly if none was
+            rng = self._rngs[i] = seeding.np_random(self._seeds[i])[0]
         return rng
 
     def _set_task_arrays(self, tasks: list[Task]) -> None:
