@@ -33,9 +33,11 @@ Vector = dict[str, torch.Tensor]
 Product = Callable[[Vector], Vector]
 
 
-def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
-    """``v -> (d^2 kl / d params^2) v`` by double backward; the gradient graph is built once."""
-    grads = torch.autograd.grad(kl, list(params.values()), create_graph=True)
+def gradient_product(grads: Sequence[torch.Tensor], params: Vector) -> Product:
+    """``v -> d(grads . v) / d params``, one backward pass per product.
+
+    A Hessian-vector product from gradients that were built with ``create_graph=True``.
+    """
 
     def product(v: Vector) -> Vector:
         dot = sum((g * v[name]).sum() for name, g in zip(params, grads, strict=True))
@@ -43,6 +45,13 @@ def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
         return dict(zip(params, out, strict=True))
 
     return product
+
+
+def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
+    """``v -> (d^2 kl / d params^2) v`` by double backward; the gradient graph is built once."""
+    return gradient_product(
+        torch.autograd.grad(kl, list(params.values()), create_graph=True), params
+    )
 
 
 @dataclass
@@ -170,10 +179,7 @@ class MetaTerm:
         kl = mean_kl(old, dist, query.valid_BTK, TASK_DIMS).mean()
         fisher = kl_hessian_product(kl, adapted)
 
-        def inner_hessian(v_B: Vector) -> Vector:
-            dot = sum((g * v_B[name]).sum() for name, g in zip(theta_B, grads_B, strict=True))
-            out = torch.autograd.grad(dot, list(theta_B.values()), retain_graph=True)
-            return dict(zip(theta_B, out, strict=True))
+        inner_hessian = gradient_product(grads_B, theta_B)  # H_Sb v_b for every task at once
 
         def jacobian(v_B: Vector) -> Vector:  # J_b v_b = v_b - alpha H_Sb v_b (J symmetric)
             if not second_order:
