@@ -69,6 +69,10 @@ def list_families(
         for fam in registry.families().values():
             table.add_row(fam.name, fam.env_id, fam.tasks.describe(), str(fam.horizon))
         console.print(table)
+        from omnirl.config import packaged_configs
+
+        console.print(f"agents:  {', '.join(registry.agent_names())}", highlight=False)
+        console.print(f"configs: {', '.join(packaged_configs())}", highlight=False)
         return
     try:
         fam = registry.get_family(family)
