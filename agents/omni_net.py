@@ -29,7 +29,10 @@ FLOWS = ("joint", "pre", "meta")
 
 
 class LowRankBranch(nn.Module):
-    """``Linear(d_in, r) -> Linear(r, d_out)``; the second factor starts at zero."""
+    """The factors of ``Linear(d_in, r) -> Linear(r, d_out)``; the second starts at zero.
+
+    :class:`OmniLayer` applies them folded into its joint weight.
+    """
 
     def __init__(self, d_in: int, d_out: int, rank: int):
         super().__init__()
@@ -37,10 +40,6 @@ class LowRankBranch(nn.Module):
         self.up = nn.Linear(rank, d_out)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The branch's contribution to the layer's pre-activation."""
-        return self.up(self.down(x))
 
 
 class OmniLayer(nn.Module):
@@ -57,17 +56,13 @@ class OmniLayer(nn.Module):
         if flow == "joint":
             return self.joint(x)
         branch = self.pre if flow == "pre" else self.meta
-        # f_joint(x) + up(down(x)) in two kernels instead of four: x times the stacked
-        # [joint; down] weights, then one addmm for the up factor (its bias folded in).
-        # Mathematically the same sum; it makes the branch flows ~1.5x cheaper.
-        d_out = self.joint.out_features
-        weight = torch.cat([self.joint.weight, branch.down.weight])
-        bias = torch.cat([self.joint.bias + branch.up.bias, branch.down.bias])
-        main, low = F.linear(x, weight, bias).split([d_out, branch.down.out_features], dim=-1)
-        out = torch.addmm(
-            main.reshape(-1, d_out), low.reshape(-1, low.shape[-1]), branch.up.weight.T
-        )
-        return out.view(*x.shape[:-1], d_out)
+        # f_joint(x) + up(down(x)) = (W_j + W_u W_d) x + (b_j + W_u b_d + b_u): the branch is
+        # folded into one d_out x d_in weight (a tiny matrix product), so a branch flow costs
+        # per sample what the joint flow costs; gradients still reach every factor.
+        up, down = branch.up, branch.down
+        weight = self.joint.weight + up.weight @ down.weight
+        bias = self.joint.bias + up.weight @ down.bias + up.bias
+        return F.linear(x, weight, bias)
 
 
 class GaussianHead(nn.Module):
