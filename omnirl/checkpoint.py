@@ -24,6 +24,7 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -33,3 +34,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 def load(path: str | Path) -> Any:
     """Load a checkpoint written by :func:`save_atomic` (on the CPU)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -207,10 +207,15 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the test tasks and rollouts.")] = 1000,
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
     out: Annotated[
-        Path | None, typer.Option(help="JSON file (default: eval.json in the run).")
+        Path | None,
+        typer.Option(help="Folder for eval.json/.csv/.png (default: the run, or ./eval)."),
     ] = None,
 ) -> None:
-    """Return on fresh tasks after 0..STEPS adaptation steps (alpha, then alpha/2), per run."""
+    """Return on fresh tasks after 0..STEPS adaptation steps (alpha, then alpha/2), per run.
+
+    Writes eval.json (every task's returns), eval.csv and eval.png (mean ± 95% CI per step,
+    with the MAML paper's numbers as markers when the protocol matches).
+    """
     import numpy as np
 
     from omnirl.collector import Collector
@@ -221,12 +226,18 @@ def evaluate(
         mean_ci95,
         sample_test_tasks,
     )
+    from omnirl.report import check_writable, write_report
 
     if checkpoint not in ("best", "latest"):
         raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
     try:
         loaded = [load_run(run, checkpoint) for run in runs]
     except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    folder = out or (runs[0] if len(runs) == 1 else Path("eval"))
+    try:
+        check_writable(folder)
+    except OSError as exc:
         raise fail(str(exc)) from None
     families = {cfg.family for cfg, _ in loaded}
     if len(families) != 1:
@@ -258,16 +269,18 @@ def evaluate(
         )
         table.add_row(f"{cfg.agent} ({run.name})", *(f"{m:.1f} ± {c:.1f}" for m, c in stats))
     console.print(table)
-    path = out or (runs[0] / "eval.json" if len(runs) == 1 else Path("eval.json"))
     payload = {
+        "family": family.name,
         "tasks": task_list,
         "steps": steps,
         "episodes": episodes,
         "seed": seed,
         "runs": results,
     }
-    path.write_text(json.dumps(payload, indent=1))
-    console.print(f"wrote {path}", highlight=False)
+    # The paper's numbers are comparable only with its horizon and 20 episodes per step.
+    published = episodes == 20 and all(cfg.horizon in (None, family.horizon) for cfg, _ in loaded)
+    for path in write_report(folder, payload, published):
+        console.print(f"wrote {path}", highlight=False)
 
 
 if __name__ == "__main__":

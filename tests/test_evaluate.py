@@ -37,7 +37,7 @@ def test_mean_ci95_by_hand():
 
 def test_evaluate_two_runs_on_the_same_tasks(tmp_path):
     runs = [tiny_run(tmp_path, "omni"), tiny_run(tmp_path, "maml")]
-    out = tmp_path / "eval.json"
+    out = tmp_path / "report"
     args = [
         "evaluate",
         *map(str, runs),
@@ -52,12 +52,16 @@ def test_evaluate_two_runs_on_the_same_tasks(tmp_path):
     ]
     result = runner.invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
+    data = json.loads((out / "eval.json").read_text())
+    rows = (out / "eval.csv").read_text().splitlines()
+    assert rows[0] == "run,agent,family,step,mean,ci95" and len(rows) == 1 + 2 * 3
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*"))  # no temporary files left behind
     assert [r["agent"] for r in data["runs"]] == ["omni", "maml"]
     for r in data["runs"]:
         assert np.asarray(r["returns"]).shape == (3, 3)  # steps + 1 x tasks
         assert r["mean"] == [mean_ci95(np.asarray(x))[0] for x in r["returns"]]
-    again = tmp_path / "again.json"
+    again = tmp_path / "again"
     runner.invoke(
         app,
         [
@@ -73,7 +77,7 @@ def test_evaluate_two_runs_on_the_same_tasks(tmp_path):
             str(again),
         ],
     )
-    assert json.loads(again.read_text())["tasks"] == data["tasks"]  # same seed, same test tasks
+    assert json.loads((again / "eval.json").read_text())["tasks"] == data["tasks"]  # same tasks
 
 
 def test_evaluate_bad_input(tmp_path):
@@ -83,3 +87,9 @@ def test_evaluate_bad_input(tmp_path):
     (run / "checkpoints" / "best.pt").unlink()
     result = runner.invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 2 and "no checkpoint best.pt" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, ["evaluate", str(run), "--checkpoint", "latest", "--out", str(blocker / "x")]
+    )
+    assert result.exit_code == 2 and "cannot write to" in result.output
