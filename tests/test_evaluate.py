@@ -93,3 +93,38 @@ def test_evaluate_bad_input(tmp_path):
         app, ["evaluate", str(run), "--checkpoint", "latest", "--out", str(blocker / "x")]
     )
     assert result.exit_code == 2 and "cannot write to" in result.output
+
+
+def test_flow_and_lr_schedule_options(tmp_path):
+    omni = tiny_run(tmp_path, "omni")
+    base = ["evaluate", str(omni), "--tasks", "2", "--steps", "2", "--episodes", "2"]
+    result = runner.invoke(
+        app, [*base, "--flow", "pre", "--lr-schedule", "0.2,0.1", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    [run] = json.loads((tmp_path / "r" / "eval.json").read_text())["runs"]
+    assert run["flow"] == "pre" and run["lrs"] == [0.2, 0.1]
+    for bad, message in [
+        (["--flow", "side"], "--flow 'side' does not exist"),
+        (["--lr-schedule", "0.1"], "needs 2 positive rates"),
+        (["--lr-schedule", "0.1,x"], "comma-separated numbers"),
+    ]:
+        result = runner.invoke(app, [*base, *bad, "--out", str(tmp_path / "bad")])
+        assert result.exit_code == 2 and message in result.output, result.output
+    maml = tiny_run(tmp_path, "maml")
+    result = runner.invoke(
+        app, ["evaluate", str(maml), "--flow", "meta", "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2 and "its flows: none" in result.output
+
+
+def test_test_tasks_differ_from_training_tasks():
+    from omnirl.evaluation import sample_test_tasks
+    from omnirl.registry import get_family
+    from omnirl.seeding import seed_everything
+
+    family = get_family("navigation-2d")
+    training = family.tasks.sample(20 * 100, seed_everything(0))  # 100 iterations of 20 tasks
+    test = sample_test_tasks(family, 40, seed=0)
+    assert not {tuple(t["goal"]) for t in test} & {tuple(t["goal"]) for t in training}
+    assert test == sample_test_tasks(family, 40, seed=0)
