@@ -1,7 +1,7 @@
 """Evaluation outputs: ``eval.json``, ``eval.csv`` and ``eval.png`` (return vs adaptation steps).
 
-Every file is written to a temporary name in the output folder and renamed, so an interrupted
-or failing write leaves nothing half-written.
+Every file is written atomically (:func:`omnirl.files.write_atomic`), so an interrupted or
+failing write leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from omnirl.files import write_atomic
 
 # The MAML paper's results (Finn et al. 2017, its released result files; DESIGN.md section 7):
 # mean return after 0, 1, 2, 3 steps with 40 test tasks, and the oracle policy.
@@ -36,18 +37,6 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as exc:
         raise OSError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_bytes(results: Sequence[dict[str, Any]]) -> bytes:
@@ -104,12 +93,6 @@ def write_report(folder: Path, payload: dict[str, Any], published: bool) -> list
     }
     paths = []
     for name, data in files.items():
-        _write_atomic(folder / name, data)
+        write_atomic(folder / name, data)
         paths.append(folder / name)
     return paths
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
