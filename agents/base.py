@@ -20,7 +20,7 @@ from omnirl.collector import Collector, RolloutGroup
 from omnirl.episodes import Episodes
 from omnirl.maml import adapt_tasks, detached, flow_params, unstack
 from omnirl.optim import trpo_step
-from omnirl.pg import PGBatch, make_batch
+from omnirl.pg import PGBatch, TaskBatch, make_batch
 from omnirl.timing import timed
 
 Tasks = Sequence[dict[str, Any]]
@@ -79,13 +79,11 @@ class Agent:
         with timed("baseline"):
             return make_batch(episodes, self.baseline, self.cfg.gamma, self.cfg.gae_lambda)
 
-    def adapted_for_rollouts(self, support: PGBatch, flow: str | None) -> list[dict]:
+    def adapted_for_rollouts(self, support: TaskBatch, flow: str | None) -> list[dict]:
         """Per-task adapted parameters (values only) to collect query episodes with."""
         with timed("inner_steps"):
             params = detached(flow_params(self.policy, flow))
-            adapted = adapt_tasks(
-                self.policy, params, support.by_task(), flow, self.inner_lrs, True
-            )
+            adapted = adapt_tasks(self.policy, params, support, flow, self.inner_lrs, True)
             return unstack({k: v.detach() for k, v in adapted.items()})
 
     # -------------------------------------------------------------------------- learning

@@ -22,14 +22,14 @@ class JointAgent(Agent):
         pre_eps, support_eps = self.collect(
             collector, tasks, [RolloutGroup(), RolloutGroup()], seed
         )
-        support = self.batch(support_eps)
+        support = self.batch(support_eps).by_task()
         adapted = self.adapted_for_rollouts(support, None)
         [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
         terms = {
             "pre": PretrainTerm(None, self.batch(pre_eps)),
             "meta": MetaTerm(
                 None,
-                support.by_task(),
+                support,
                 self.batch(query_eps).by_task(),
                 self.inner_lrs,
                 self.cfg.first_order,

@@ -23,11 +23,11 @@ class MAMLAgent(Agent):
     def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
         """Collect S, adapt, collect Q, and take the meta step."""
         [support_eps] = self.collect(collector, tasks, [RolloutGroup()], seed)
-        support = self.batch(support_eps)
+        support = self.batch(support_eps).by_task()
         adapted = self.adapted_for_rollouts(support, None)
         [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
         query = self.batch(query_eps).by_task()
-        term = MetaTerm(None, support.by_task(), query, self.inner_lrs, self.cfg.first_order)
+        term = MetaTerm(None, support, query, self.inner_lrs, self.cfg.first_order)
         metrics = self.update({"meta": term})
         metrics["rollout/return_pre"] = mean_return(support_eps)
         metrics["rollout/return_post"] = mean_return(query_eps)

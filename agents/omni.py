@@ -12,7 +12,7 @@ from omnirl.agents.terms import MetaTerm, PretrainTerm
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.ema import EMATeacher
 from omnirl.maml import adapt_tasks, detached, flow_params
-from omnirl.pg import PGBatch, task_dist
+from omnirl.pg import PGBatch, TaskBatch, task_dist
 
 
 class OmniAgent(Agent):
@@ -48,20 +48,20 @@ class OmniAgent(Agent):
         groups = [RolloutGroup("pre"), RolloutGroup("meta")]
         groups += [RolloutGroup("joint"), RolloutGroup("joint")] if own else []
         first = self.collect(collector, tasks, groups, seed)
-        pre, support = self.batch(first[0]), self.batch(first[1])
+        # S and Q are split by task once; the meta terms and the teacher share the copies.
+        pre, support = self.batch(first[0]), self.batch(first[1]).by_task()
         second_groups = [RolloutGroup("meta", self.adapted_for_rollouts(support, "meta"))]
         if own:
-            joint_support = self.batch(first[3])
+            joint_support = self.batch(first[3]).by_task()
             second_groups.append(
                 RolloutGroup("joint", self.adapted_for_rollouts(joint_support, "joint"))
             )
         second = self.collect(collector, tasks, second_groups)
-        query = self.batch(second[0])
+        query = self.batch(second[0]).by_task()
         terms = self._distilled_terms(pre, support, query)
         if own:
-            terms.update(
-                self._joint_terms(self.batch(first[2]), joint_support, self.batch(second[1]))
-            )
+            joint_query = self.batch(second[1]).by_task()
+            terms.update(self._joint_terms(self.batch(first[2]), joint_support, joint_query))
         else:
             terms.update(self._joint_terms(pre, support, query, 1.0 + self.cfg.importance_clip))
         metrics = self.update(terms)
@@ -71,21 +71,22 @@ class OmniAgent(Agent):
         metrics["rollout/return_pre_flow"] = mean_return(first[0])
         return metrics
 
-    def _distilled_terms(self, pre: PGBatch, support: PGBatch, query: PGBatch) -> dict[str, Any]:
+    def _distilled_terms(
+        self, pre: PGBatch, support: TaskBatch, query: TaskBatch
+    ) -> dict[str, Any]:
         cfg, teacher = self.cfg, self.teacher.module
-        support_b, query_b = support.by_task(), query.by_task()
         # The teacher adapts with its own first-order inner step; it never receives gradients.
         teacher_params = detached(flow_params(teacher, "meta"))
-        adapted = adapt_tasks(teacher, teacher_params, support_b, "meta", self.inner_lrs, True)
+        adapted = adapt_tasks(teacher, teacher_params, support, "meta", self.inner_lrs, True)
         with torch.no_grad():
             teacher_pre = teacher(pre.obs_TNO, flow="pre").loc
-            teacher_meta = task_dist(teacher, adapted, query_b.obs_BTKO, "meta").loc
+            teacher_meta = task_dist(teacher, adapted, query.obs_BTKO, "meta").loc
         return {
             "pre": PretrainTerm("pre", pre, None, teacher_pre, cfg.distill_weight),
             "meta": MetaTerm(
                 "meta",
-                support_b,
-                query_b,
+                support,
+                query,
                 self.inner_lrs,
                 cfg.first_order,
                 None,
@@ -95,14 +96,16 @@ class OmniAgent(Agent):
         }
 
     def _joint_terms(
-        self, pre: PGBatch, support: PGBatch, query: PGBatch, ratio_cap: float | None = None
+        self,
+        pre: PGBatch,
+        support: TaskBatch,
+        query: TaskBatch,
+        ratio_cap: float | None = None,
     ) -> dict[str, Any]:
         lrs, first_order = self.inner_lrs, self.cfg.first_order
         return {
             "joint_pre": PretrainTerm("joint", pre, ratio_cap),
-            "joint_meta": MetaTerm(
-                "joint", support.by_task(), query.by_task(), lrs, first_order, ratio_cap
-            ),
+            "joint_meta": MetaTerm("joint", support, query, lrs, first_order, ratio_cap),
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -91,8 +91,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
     Raises:
         FileNotFoundError: no run folder, or no such checkpoint (one line, for the CLI).
     """
-    import gymnasium as gym
-
     from omnirl import checkpoint, registry
     from omnirl.config import load_config
 
@@ -103,10 +101,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no checkpoint {path.name}")
     cfg = load_config(str(run_dir / "config.yaml"))
-    env = gym.make(registry.get_family(cfg.family).env_id)
-    agent = registry.load_agent(cfg.agent)(
-        cfg, env.observation_space.shape[0], env.action_space.shape[0]
-    )
-    env.close()
+    agent = registry.make_agent(cfg)
     agent.load_state_dict(checkpoint.load(path)["agent"])
     return cfg, agent

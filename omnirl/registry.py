@@ -84,6 +84,16 @@ def load_agent(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def make_agent(cfg: Any) -> Any:
+    """A new ``cfg.agent`` for ``cfg.family``, sized by the family's spaces."""
+    import gymnasium
+
+    env = gymnasium.make(get_family(cfg.family).env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    return load_agent(cfg.agent)(cfg, obs_dim, act_dim)
+
+
 def families() -> dict[str, Family]:
     """All registered families (importing ``omnirl.envs`` once registers the built-in ones)."""
     global _BUILTIN_FAMILIES_LOADED

@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -47,11 +46,8 @@ class Trainer:
         self.cfg = cfg
         self.family = registry.get_family(cfg.family)
         torch.set_num_threads(cfg.torch_threads or available_cores())
-        env = gym.make(self.family.env_id)
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        env.close()
         self.rng = seed_everything(cfg.seed)  # also seeds parameter initialisation
-        self.agent = registry.load_agent(cfg.agent)(cfg, obs_dim, act_dim)
+        self.agent = registry.make_agent(cfg)
         self.collector = Collector(self.family.env_id, seed=cfg.seed)
         eval_rng = np.random.default_rng([cfg.seed, EVAL_STREAM])
         self.eval_tasks = self.family.tasks.sample(cfg.eval_tasks, eval_rng)
