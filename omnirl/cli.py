@@ -198,6 +198,58 @@ def _run_training(trainer: Any, progress: bool) -> None:
     console.print(f"done: {trainer.iteration} iterations in {trainer.run_dir}", highlight=False)
 
 
+def _run_result(
+    run: Path, cfg: Any, agent: Any, flow: str | None, lrs: list[float], returns: Any
+) -> dict[str, Any]:
+    """One run's entry in eval.json: per-step mean and 95% CI, and every task's return."""
+    import numpy as np
+
+    from omnirl.evaluation import mean_ci95
+
+    stats = [mean_ci95(r) for r in returns]
+    return {
+        "run": str(run),
+        "agent": cfg.agent,
+        "family": cfg.family,
+        "flow": agent.eval_flow if flow is None else flow,
+        "lrs": lrs,
+        "mean": [m for m, _ in stats],
+        "ci95": [c for _, c in stats],
+        "returns": np.asarray(returns).tolist(),
+    }
+
+
+def _task_progress(total: int) -> Any:
+    """A progress bar counting evaluated tasks (one bar; its description names the run)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    progress.add_task("evaluate", total=total)
+    return progress
+
+
+def _check_flow(run: Path, agent: Any, flow: str | None) -> None:
+    if flow is not None and flow not in agent.policy.flows:
+        flows = ", ".join(str(f) for f in agent.policy.flows if f is not None) or "none"
+        raise fail(f"--flow {flow!r} does not exist in {run} (its flows: {flows})")
+
+
 def _lr_schedule(text: str | None, steps: int) -> Any:
     """``inner_lr -> [lr per step]``: the default schedule, or the rates given by the user."""
     from omnirl.evaluation import default_lrs
@@ -240,13 +292,10 @@ def evaluate(
     Writes eval.json (every task's returns), eval.csv and eval.png (mean ± 95% CI per step,
     with the MAML paper's numbers as markers when the protocol matches).
     """
-    import numpy as np
-
     from omnirl.collector import Collector
     from omnirl.evaluation import (
-        adaptation_returns,
+        chunked_adaptation_returns,
         load_run,
-        mean_ci95,
         sample_test_tasks,
     )
     from omnirl.report import check_writable, write_report
@@ -267,9 +316,7 @@ def evaluate(
         raise fail(f"runs of different families cannot share test tasks: {sorted(families)}")
     family = registry.get_family(families.pop())
     for run, (_, agent) in zip(runs, loaded, strict=True):
-        if flow is not None and flow not in agent.policy.flows:
-            flows = ", ".join(str(f) for f in agent.policy.flows if f is not None) or "none"
-            raise fail(f"--flow {flow!r} does not exist in {run} (its flows: {flows})")
+        _check_flow(run, agent, flow)
     lrs_of = _lr_schedule(lr_schedule, steps)
     task_list = sample_test_tasks(family, tasks, seed)
     results = []
@@ -277,26 +324,25 @@ def evaluate(
     table.add_column("run")
     for step in range(steps + 1):
         table.add_column(f"{step} step{'s' if step != 1 else ''}", justify="right")
-    for run, (cfg, agent) in zip(runs, loaded, strict=True):
-        collector = Collector(family.env_id, seed=seed)
-        returns = adaptation_returns(
-            agent, collector, task_list, lrs_of(cfg.inner_lr), episodes, flow=flow, seed=seed
-        )
-        collector.close()
-        stats = [mean_ci95(r) for r in returns]
-        results.append(
-            {
-                "run": str(run),
-                "agent": cfg.agent,
-                "family": cfg.family,
-                "flow": agent.eval_flow if flow is None else flow,
-                "lrs": lrs_of(cfg.inner_lr),
-                "mean": [m for m, _ in stats],
-                "ci95": [c for _, c in stats],
-                "returns": np.asarray(returns).tolist(),
-            }
-        )
-        table.add_row(f"{cfg.agent} ({run.name})", *(f"{m:.1f} ± {c:.1f}" for m, c in stats))
+    bar = _task_progress(len(runs) * tasks)
+    with bar:
+        for run, (cfg, agent) in zip(runs, loaded, strict=True):
+            bar.update(bar.task_ids[0], description=f"evaluate {cfg.agent} ({run.name})")
+            with Collector(family.env_id, seed=seed) as collector:
+                returns = chunked_adaptation_returns(
+                    agent,
+                    collector,
+                    task_list,
+                    lrs_of(cfg.inner_lr),
+                    episodes,
+                    flow=flow,
+                    seed=seed,
+                    on_chunk=lambda done: bar.advance(bar.task_ids[0], done),
+                )
+            results.append(_run_result(run, cfg, agent, flow, lrs_of(cfg.inner_lr), returns))
+    for result in results:
+        cells = (f"{m:.1f} ± {c:.1f}" for m, c in zip(result["mean"], result["ci95"], strict=True))
+        table.add_row(f"{result['agent']} ({Path(result['run']).name})", *cells)
     console.print(table)
     payload = {
         "family": family.name,
@@ -310,6 +356,109 @@ def evaluate(
     published = episodes == 20
     for path in write_report(folder, payload, published):
         console.print(f"wrote {path}", highlight=False)
+
+
+def _render_task(family: Any, text: str | None, seed: int) -> dict[str, Any]:
+    """The task given as JSON and checked against the family, or a test task drawn with seed."""
+    from omnirl.evaluation import sample_test_tasks
+
+    if text is None:
+        return sample_test_tasks(family, 1, seed)[0]
+    try:
+        return family.tasks.validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise fail(
+            f"--task must be JSON like {json.dumps(family.tasks.example())}: {exc}"
+        ) from None
+    except ValueError as exc:
+        raise fail(f"--task does not fit {family.name}: {exc}") from None
+
+
+@app.command()
+def render(
+    run: Annotated[Path, typer.Argument(help="The run folder to render.")],
+    task: Annotated[
+        str | None,
+        typer.Option(help="The task as JSON, e.g. '{\"velocity\": 1.5}' (default: a test task)."),
+    ] = None,
+    steps: Annotated[str, typer.Option(help="Adaptation step counts to film.")] = "0,1,4",
+    out: Annotated[Path, typer.Option(help="Video file, .mp4 or .gif.")] = Path("render.mp4"),
+    episodes: Annotated[
+        int | None, typer.Option(min=1, help="Episodes per adaptation step (default: the run's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the rollouts (and the default task).")] = 0,
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    flow: Annotated[
+        str | None, typer.Option(help="Omni-Net flow to adapt: meta (default), pre or joint.")
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option(help="Film sampled actions instead of the policy's mean action.")
+    ] = False,
+    horizon: Annotated[
+        int | None,
+        typer.Option(min=1, help="Steps per episode (default: the run's, else the family's)."),
+    ] = None,
+) -> None:
+    """Adapt to one task and film an episode after each listed number of steps (alpha, alpha/2).
+
+    HalfCheetah is rendered with MuJoCo offscreen (MUJOCO_GL=egl or osmesa, picked
+    automatically); Navigation2D is drawn as the trajectory towards the goal.
+    """
+    from omnirl.evaluation import default_lrs, load_run
+    from omnirl.render import (
+        RenderError,
+        check_video_path,
+        choose_gl_backend,
+        needs_gl,
+        parse_steps,
+    )
+
+    if checkpoint not in ("best", "latest"):
+        raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
+    try:
+        step_list = parse_steps(steps)
+        check_video_path(out)
+        cfg, agent = load_run(run, checkpoint)
+    except (RenderError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    family = registry.get_family(cfg.family)
+    the_task = _render_task(family, task, seed)
+    if not getattr(agent, "adapts", True):
+        raise fail(f"{run} is a {cfg.agent} run, which does not adapt; render a meta-learned run")
+    _check_flow(run, agent, flow)
+    if needs_gl(family.env_id):
+        try:
+            backend = choose_gl_backend()
+        except RenderError as exc:
+            raise fail(str(exc)) from None
+        console.print(f"MuJoCo offscreen rendering with MUJOCO_GL={backend}", highlight=False)
+    from omnirl.render import render_run
+
+    with console.status(f"adapting to {json.dumps(the_task)} and filming steps {steps}"):
+        stages = render_run(
+            agent,
+            family.env_id,
+            the_task,
+            step_list,
+            default_lrs(cfg.inner_lr, step_list[-1]),
+            episodes or cfg.episodes_per_task,
+            out,
+            flow=flow,
+            sample=sample,
+            seed=seed,
+            horizon=horizon or cfg.horizon,
+        )
+    table = Table(title=f"{cfg.agent} on {family.name}, task {json.dumps(the_task)}")
+    for column in (
+        "adaptation steps",
+        "filmed episode return",
+        "mean return of adaptation episodes",
+    ):
+        table.add_column(column, justify="right")
+    for stage in stages:
+        table.add_row(str(stage.step), f"{stage.film_return:.1f}", f"{stage.adaptation_return:.1f}")
+    console.print(table)
+    console.print(f"wrote {out}", highlight=False)
 
 
 if __name__ == "__main__":

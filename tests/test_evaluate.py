@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from omnirl.cli import app
 from omnirl.evaluation import mean_ci95
+from omnirl.registry import get_family
 
 runner = CliRunner()
 
@@ -120,7 +121,6 @@ def test_flow_and_lr_schedule_options(tmp_path):
 
 def test_test_tasks_differ_from_training_tasks():
     from omnirl.evaluation import sample_test_tasks
-    from omnirl.registry import get_family
     from omnirl.seeding import seed_everything
 
     family = get_family("navigation-2d")
@@ -128,3 +128,25 @@ def test_test_tasks_differ_from_training_tasks():
     test = sample_test_tasks(family, 40, seed=0)
     assert not {tuple(t["goal"]) for t in test} & {tuple(t["goal"]) for t in training}
     assert test == sample_test_tasks(family, 40, seed=0)
+
+
+def test_many_tasks_are_evaluated_in_chunks(tmp_path, monkeypatch):
+    import omnirl.evaluation as evaluation
+    from omnirl.collector import Collector
+
+    _, agent = evaluation.load_run(tiny_run(tmp_path, "maml"), "latest")
+    family = get_family("navigation-2d")
+    tasks = evaluation.sample_test_tasks(family, 5, seed=3)
+    monkeypatch.setattr(evaluation, "CHUNK_ENVS", 4)  # 2 tasks of 2 episodes per chunk
+    finished = []
+    with Collector(family.env_id) as collector:
+        returns = evaluation.chunked_adaptation_returns(
+            agent, collector, tasks, [0.1], 2, seed=3, on_chunk=finished.append
+        )
+        again = evaluation.chunked_adaptation_returns(agent, collector, tasks, [0.1], 2, seed=3)
+    assert finished == [2, 2, 1] and returns.shape == (2, 5)
+    np.testing.assert_array_equal(returns, again)  # reproducible from the seed alone
+    # The first chunk is exactly the unchunked evaluation of its tasks.
+    with Collector(family.env_id) as collector:
+        first = evaluation.adaptation_returns(agent, collector, tasks[:2], [0.1], 2, seed=3)
+    np.testing.assert_array_equal(returns[:, :2], first)
