@@ -104,3 +104,34 @@ class Navigation2DVectorEnv(TaskVectorEnv):
             self._pos[ids] = pos[ids]
         self._obs[:] = self._pos
         return reward, terminated
+
+
+def optimal_return(goals_N2: np.ndarray, horizon: int) -> np.ndarray:
+    """The best possible return for every goal: the greedy policy run by :func:`navigation_step`.
+
+    ``a = clip(goal - pos, -0.1, 0.1)`` (clipped exactly as the env clips) is optimal: every step
+    can shrink ``|dx|`` and ``|dy|`` by at most 0.1 each, independently, and the greedy action
+    makes both as small as any policy can make them after every step. The reward is decreasing
+    in both and termination (both below 0.01) needs both small, so it also ends the episode as
+    early as possible. Rewards count until termination or ``horizon`` steps.
+
+    Args:
+        goals_N2: goals, ``(N, 2)``.
+        horizon: steps per episode (the family's registered horizon is 100).
+
+    Returns:
+        ``(N,)`` undiscounted returns, e.g. -0.2 for goal (0.25, 0): distances 0.15, 0.05, 0.
+    """
+    goals_N2 = np.asarray(goals_N2, dtype=np.float64).reshape(-1, 2)
+    action_space = _spaces()[1]
+    pos_N2 = np.zeros_like(goals_N2)
+    return_N = np.zeros(len(goals_N2))
+    alive_N = np.ones(len(goals_N2), dtype=bool)
+    for _ in range(horizon):
+        act_N2 = check_actions(goals_N2 - pos_N2, action_space, len(goals_N2))
+        pos_N2, reward_N, terminated_N = navigation_step(pos_N2, goals_N2, act_N2)
+        return_N += np.where(alive_N, reward_N, 0.0)
+        alive_N &= ~terminated_N
+        if not alive_N.any():
+            break
+    return return_N

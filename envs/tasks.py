@@ -133,6 +133,35 @@ class TaskSpace:
                 validated[id(task)] = self.validate(task)
         return [validated[id(task)] for task in tasks]
 
+    @property
+    def vector_size(self) -> int:
+        """Length of a task's float vector (:meth:`to_vectors`): one number per scalar field."""
+        return sum(_width(dist) for dist in self.fields.values())
+
+    def vector_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest value of every entry of a task vector (for observation spaces)."""
+        low = [np.full(_width(d), _bounds(d)[0]) for d in self.fields.values()]
+        high = [np.full(_width(d), _bounds(d)[1]) for d in self.fields.values()]
+        return np.concatenate(low), np.concatenate(high)
+
+    def to_vectors(self, tasks: Sequence[Task]) -> np.ndarray:
+        """The tasks as a ``(n, vector_size)`` float64 array, fields in declaration order.
+
+        E.g. ``{"goal": [0.1, -0.2]}`` -> ``[0.1, -0.2]``, ``{"velocity": 1.5}`` -> ``[1.5]``.
+        The oracle appends these numbers to its observations, in training and evaluation alike.
+        """
+        columns = [
+            np.asarray([task[key] for task in tasks], dtype=np.float64).reshape(len(tasks), -1)
+            if tasks
+            else np.zeros((0, _width(dist)))
+            for key, dist in self.fields.items()
+        ]
+        return np.concatenate(columns, axis=1)
+
+    def to_vector(self, task: Task) -> np.ndarray:
+        """One task as a ``(vector_size,)`` float64 array (see :meth:`to_vectors`)."""
+        return self.to_vectors([task])[0]
+
     def describe(self) -> str:
         """E.g. ``velocity ~ U[0, 2]``."""
         return ", ".join(f"{key} ~ {dist.describe()}" for key, dist in self.fields.items())
@@ -147,6 +176,18 @@ class TaskSpace:
                 mid = (dist.low + dist.high) / 2
                 example[key] = [mid] * math.prod(dist.shape) if dist.shape else mid
         return example
+
+
+def _width(dist: Uniform | Choice) -> int:
+    """How many numbers a field contributes to a task vector."""
+    return math.prod(dist.shape) if isinstance(dist, Uniform) else 1
+
+
+def _bounds(dist: Uniform | Choice) -> tuple[float, float]:
+    """The smallest and largest value a field can take."""
+    if isinstance(dist, Uniform):
+        return dist.low, dist.high
+    return min(dist.values), max(dist.values)
 
 
 NAVIGATION_TASKS = TaskSpace(

@@ -131,7 +131,7 @@ def train(
         ),
     ] = None,
     agent: Annotated[
-        str | None, typer.Option(help="omni, maml, pretrain, joint or random.")
+        str | None, typer.Option(help="omni, maml, pretrain, joint, random or oracle.")
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Meta-iterations to train.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the whole run.")] = None,

@@ -82,6 +82,11 @@ def adaptation_returns(
     Returns:
         ``(len(lrs) + 1, len(tasks))`` array of mean undiscounted returns.
     """
+    if not getattr(agent, "adapts", True):
+        # An agent that does not adapt (the oracle, told the task) is evaluated by itself, and
+        # its returns are the same after any number of steps: one row, repeated.
+        row_B = agent.task_returns(tasks, episodes_per_task, horizon, seed)
+        return np.tile(row_B, (len(lrs) + 1, 1))
     stages = adaptation_stages(agent, collector, tasks, lrs, episodes_per_task, flow, horizon, seed)
     return np.stack([episodes.task_returns_B().numpy() for _, episodes in stages])
 

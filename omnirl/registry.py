@@ -53,6 +53,7 @@ _AGENTS: dict[str, str] = {
     "pretrain": "omnirl.agents.pretrain:PretrainAgent",
     "joint": "omnirl.agents.joint:JointAgent",
     "random": "omnirl.agents.random:RandomAgent",
+    "oracle": "omnirl.agents.oracle:OracleAgent",
 }
 _BUILTIN_FAMILIES_LOADED = False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,11 +51,47 @@ def csv_bytes(results: Sequence[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def plot_bytes(results: Sequence[dict[str, Any]], family: str, published: bool) -> bytes:
+def analytic_optimum(family: str, tasks: Sequence[dict[str, Any]]) -> float | None:
+    """Mean return of the optimal policy on ``tasks``, for families where it is known exactly.
+
+    navigation-2d: the greedy policy (``omnirl.envs.navigation.optimal_return``) over the
+    family's horizon. Other families: ``None``.
+    """
+    if family != "navigation-2d" or not tasks:
+        return None
+    import numpy as np
+
+    from omnirl import registry
+
+    # Imported when needed: the core never imports omnirl.envs at load time.
+    from omnirl.envs.navigation import optimal_return
+
+    goals_N2 = np.array([task["goal"] for task in tasks], dtype=np.float64)
+    return float(optimal_return(goals_N2, registry.get_family(family).horizon).mean())
+
+
+def _adapts(agent: str) -> bool:
+    """Whether the agent named ``agent`` adapts at test time (unknown names: assume it does)."""
+    from omnirl import registry
+
+    try:
+        return getattr(registry.load_agent(agent), "adapts", True)
+    except registry.UnknownNameError:
+        return True
+
+
+def plot_bytes(
+    results: Sequence[dict[str, Any]],
+    family: str,
+    published: bool,
+    optimum: float | None = None,
+) -> bytes:
     """PNG of mean return ± 95% CI vs adaptation steps, one line per run.
 
-    With ``published``, the MAML paper's numbers for ``family`` are drawn as reference markers
-    and its oracle as a dotted line.
+    Runs of agents that do not adapt (the oracle) are horizontal lines: their return is the same
+    at every step count. With ``published``, the MAML paper's numbers for ``family`` are drawn as
+    reference markers and its oracle as a dotted line; ``optimum`` (the analytic optimum's mean
+    return on the test tasks) as a dashed black line.
     """
     import matplotlib
 
@@ -65,7 +102,18 @@ def plot_bytes(results: Sequence[dict[str, Any]], family: str, published: bool) 
     for r in results:
         steps = range(len(r["mean"]))
         label = f"{r['agent']} ({Path(r['run']).name})"
-        ax.errorbar(steps, r["mean"], yerr=r["ci95"], marker="o", capsize=3, label=label)
+        if _adapts(r["agent"]):
+            ax.errorbar(steps, r["mean"], yerr=r["ci95"], marker="o", capsize=3, label=label)
+        else:
+            line = ax.axhline(r["mean"][0], linestyle="-.", linewidth=2.5, label=label)
+            if math.isfinite(r["ci95"][0]):
+                low, high = r["mean"][0] - r["ci95"][0], r["mean"][0] + r["ci95"][0]
+                ax.axhspan(low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    if optimum is not None:
+        # Under the runs (an oracle can sit right on it) and thin enough to show them.
+        ax.axhline(
+            optimum, color="black", linestyle="--", linewidth=1, zorder=1, label="analytic optimum"
+        )
     if published and family in PUBLISHED_MAML:
         values, oracle = PUBLISHED_MAML[family]
         ax.plot(range(len(values)), values, "kx", markersize=8, label="MAML paper")
@@ -84,12 +132,19 @@ def plot_bytes(results: Sequence[dict[str, Any]], family: str, published: bool) 
 
 
 def write_report(folder: Path, payload: dict[str, Any], published: bool) -> list[Path]:
-    """Write ``eval.json``, ``eval.csv`` and ``eval.png`` into ``folder``; return their paths."""
+    """Write ``eval.json``, ``eval.csv`` and ``eval.png`` into ``folder``; return their paths.
+
+    Where the family has an analytic optimum (:func:`analytic_optimum`), eval.json gets its mean
+    return on the payload's ``tasks`` as ``"optimum"`` and the plot draws it.
+    """
     results, family = payload["runs"], payload["family"]
+    optimum = analytic_optimum(family, payload.get("tasks", []))
+    if optimum is not None:
+        payload = {**payload, "optimum": optimum}
     files = {
         "eval.json": json.dumps(payload, indent=1).encode(),
         "eval.csv": csv_bytes(results),
-        "eval.png": plot_bytes(results, family, published),
+        "eval.png": plot_bytes(results, family, published, optimum),
     }
     paths = []
     for name, data in files.items():

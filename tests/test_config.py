@@ -194,7 +194,7 @@ def test_unknown_agent_lists_the_allowed_agents():
     message = config_error(SMOKE, ["agent=ppo"])
     assert message == (
         "config key 'agent' = 'ppo' is not allowed "
-        "(allowed: one of omni, maml, pretrain, joint, random)"
+        "(allowed: one of omni, maml, pretrain, joint, random, oracle)"
     )
 
 
