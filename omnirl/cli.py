@@ -89,7 +89,8 @@ def list_families(
         console.print(f"  e.g.     {json.dumps(task)}", highlight=False)
 
 
-def _progress_bar(total: int, start: int) -> Any:
+def _progress(unit: str, trailer: str = "") -> Any:
+    """A rich progress bar: description, bar, done/total ``unit``, elapsed, eta, ``trailer``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -99,17 +100,21 @@ def _progress_bar(total: int, start: int) -> Any:
         TimeRemainingColumn,
     )
 
-    progress = Progress(
-        TextColumn("[bold]train"),
+    return Progress(
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
+        TextColumn(trailer),
         console=console,
-        transient=False,
     )
+
+
+def _progress_bar(total: int, start: int) -> Any:
+    progress = _progress("iterations", "{task.fields[stats]}")
     task = progress.add_task("train", total=total, completed=start, stats="")
 
     def update(iteration: int, metrics: dict[str, float]) -> None:
@@ -221,25 +226,7 @@ def _run_result(
 
 def _task_progress(total: int) -> Any:
     """A progress bar counting evaluated tasks (one bar; its description names the run)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tasks"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = _progress("tasks")
     progress.add_task("evaluate", total=total)
     return progress
 
