@@ -231,6 +231,11 @@ def _task_progress(total: int) -> Any:
     return progress
 
 
+def _check_checkpoint(checkpoint: str) -> None:
+    if checkpoint not in ("best", "latest"):
+        raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
+
+
 def _check_flow(run: Path, agent: Any, flow: str | None) -> None:
     if flow is not None and flow not in agent.policy.flows:
         flows = ", ".join(str(f) for f in agent.policy.flows if f is not None) or "none"
@@ -287,8 +292,7 @@ def evaluate(
     )
     from omnirl.report import check_writable, write_report
 
-    if checkpoint not in ("best", "latest"):
-        raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     try:
         loaded = [load_run(run, checkpoint) for run in runs]
     except FileNotFoundError as exc:
@@ -400,8 +404,7 @@ def render(
         parse_steps,
     )
 
-    if checkpoint not in ("best", "latest"):
-        raise fail(f"--checkpoint must be best or latest, got {checkpoint!r}")
+    _check_checkpoint(checkpoint)
     try:
         step_list = parse_steps(steps)
         check_video_path(out)

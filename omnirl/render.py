@@ -9,6 +9,7 @@ Stages follow one another in one video, each frame labelled with its step count 
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -116,15 +117,21 @@ def choose_gl_backend() -> str:
     )
 
 
-def needs_gl(env_id: str) -> bool:
-    """Whether the family renders through MuJoCo (else omnirl draws it with matplotlib)."""
+@functools.cache
+def _metadata(env_id: str) -> dict[str, Any]:
+    """The env's metadata (made once per id: building a MuJoCo env compiles its model)."""
     import gymnasium
 
     env = gymnasium.make(env_id)
     try:
-        return "rgb_array" in env.metadata.get("render_modes", [])
+        return dict(env.metadata)
     finally:
         env.close()
+
+
+def needs_gl(env_id: str) -> bool:
+    """Whether the family renders through MuJoCo (else omnirl draws it with matplotlib)."""
+    return "rgb_array" in _metadata(env_id).get("render_modes", [])
 
 
 @dataclass
@@ -347,19 +354,9 @@ def render_run(
         play(agent, env_id, task, stage, flow, sample, seed, film, horizon)
     if film:
         frames = [frame for stage in stages for frame in stage.frames or []]
-        fps = _env_fps(env_id)  # real time
+        fps = int(_metadata(env_id).get("render_fps", 20))  # real time
     else:
         frames = navigation_frames(stages, task)
         fps = 20
     write_video(out, frames, fps)
     return stages
-
-
-def _env_fps(env_id: str) -> int:
-    import gymnasium
-
-    env = gymnasium.make(env_id)
-    try:
-        return int(env.metadata.get("render_fps", 20))
-    finally:
-        env.close()
