@@ -8,12 +8,17 @@ A ``TrainConfig`` validates itself on construction, so every instance (including
 ``dataclasses.replace``) is a usable config. Files and ``--set`` values are read as YAML with two
 fixes to YAML 1.1 that bite configs: ``1e-5`` is a number (YAML 1.1 wants ``1.0e-5``) and only
 ``true``/``false`` are booleans (YAML 1.1 also reads ``yes``, ``no``, ``on``, ``off``).
+
+Other modules declare their own frozen schema the same way (fields made with :func:`config_key`,
+``__post_init__`` calling :func:`validate_fields`) and load it with
+``load_config(source, overrides, schema=...)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib.resources
 import math
 import re
@@ -84,6 +89,20 @@ def _key(default: Any, help: str, rule: Rule | None = None) -> Any:
     return field(default=default, metadata={"help": help, "rule": rule})
 
 
+config_key = _key  # public name: other config schemas (sinusoid, few-shot) declare fields with it
+
+
+def validate_fields(cfg: Any) -> None:
+    """Check and convert every field of a frozen config dataclass in place (its ``__post_init__``).
+
+    Raises:
+        ConfigError: the first field of a wrong type or out of range (one line).
+    """
+    for name in _fields(type(cfg)):
+        # Frozen: the checked (and converted) value goes in through object.__setattr__.
+        object.__setattr__(cfg, name, _validate(type(cfg), name, getattr(cfg, name)))
+
+
 # --------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class TrainConfig:
@@ -136,13 +155,26 @@ class TrainConfig:
     torch_threads: int = _key(0, "torch threads for updates (0: all cores)", at_least(0))
 
     def __post_init__(self) -> None:
-        for name in FIELDS:
-            # Frozen: the checked (and converted) value goes in through object.__setattr__.
-            object.__setattr__(self, name, _validate(name, getattr(self, name)))
+        validate_fields(self)
+        try:
+            # Short name even when given the Gymnasium id: run folders are named after it.
+            object.__setattr__(self, "family", registry.get_family(self.family).name)
+        except registry.UnknownNameError as exc:
+            raise ConfigError(f"config key 'family': {exc}") from None
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_HINTS = typing.get_type_hints(TrainConfig)
+@functools.cache
+def _fields(schema: type) -> dict[str, dataclasses.Field]:
+    """The fields of a config dataclass by name, in order."""
+    return {f.name: f for f in dataclasses.fields(schema)}
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+FIELDS = _fields(TrainConfig)
 
 
 # ---------------------------------------------------------------------------------- types
@@ -200,9 +232,9 @@ _TYPES: dict[Any, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(schema: type, key: str, value: Any) -> Any:
     """Return ``value`` as the field's type or raise ConfigError naming the expected type."""
-    hint = _HINTS[key]
+    hint = _hints(schema)[key]
     args = typing.get_args(hint) if typing.get_origin(hint) is not tuple else ()
     optional = type(None) in args
     base = next(a for a in args if a is not type(None)) if optional else hint
@@ -216,19 +248,13 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}") from None
 
 
-def _validate(key: str, value: Any) -> Any:
+def _validate(schema: type, key: str, value: Any) -> Any:
     """Type-check, convert and range-check one value; return it as it goes in the config."""
-    value = _coerce(key, value)
-    rule: Rule | None = FIELDS[key].metadata["rule"]
+    value = _coerce(schema, key, value)
+    rule: Rule | None = _fields(schema)[key].metadata["rule"]
     if value is not None and rule is not None and not rule.check(value):
         problem = "is not allowed" if rule.choice else "is out of range"
         raise ConfigError(f"config key '{key}' = {value!r} {problem} (allowed: {rule.describe()})")
-    if key == "family":
-        try:
-            # Short name even when given the Gymnasium id: run folders are named after it.
-            value = registry.get_family(value).name
-        except registry.UnknownNameError as exc:
-            raise ConfigError(f"config key 'family': {exc}") from None
     return value
 
 
@@ -304,9 +330,9 @@ def _read_source(source: str) -> tuple[str, str]:
         raise ConfigError(f"cannot read config {source}: {exc}") from None
 
 
-def _unknown_key(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(FIELDS)}"
+def _unknown_key(key: str, where: str, fields: dict[str, Any]) -> ConfigError:
+    close = difflib.get_close_matches(key, fields, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(fields)}"
     return ConfigError(f"unknown config key {key!r}{where}{hint}")
 
 
@@ -318,16 +344,17 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, _parse_yaml(text, f"--set {key}={text}", lines=False)
 
 
-def load_config(source: str, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(source: str, overrides: Sequence[str] = (), schema: type = TrainConfig) -> Any:
     """Load a packaged config by name (``navigation-2d``) or a YAML path, then apply overrides.
 
-    Keys the file leaves out take the :class:`TrainConfig` defaults; the packaged files write
-    every key.
+    Keys the file leaves out take the schema's defaults; the packaged files write every key.
 
     Args:
         source: packaged config name (see :func:`packaged_configs`) or path to a YAML file.
         overrides: ``"key=value"`` strings, applied in order after the file; values are parsed
             as YAML (``3``, ``true``, ``[32, 32]``, ``null``) and then type-checked.
+        schema: the frozen config dataclass to build (:class:`TrainConfig` for RL); its fields
+            are declared with :func:`config_key` and checked by :func:`validate_fields`.
 
     Returns:
         The validated config.
@@ -343,24 +370,25 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> TrainConfig:
         raise ConfigError(
             f"{where}: a config is a mapping of keys to values, got {type(data).__name__}"
         )
-    for key in data:
-        if key not in FIELDS:
-            raise _unknown_key(str(key), f" in {where}")
+    fields = _fields(schema)
+    for name in data:
+        if name not in fields:
+            raise _unknown_key(str(name), f" in {where}", fields)
     values = dict(data)
     for item in overrides:
-        key, value = _parse_override(item)
-        if key not in FIELDS:
-            raise _unknown_key(key, " in --set")
-        values[key] = value
-    return TrainConfig(**values)
+        name, value = _parse_override(item)
+        if name not in fields:
+            raise _unknown_key(name, " in --set", fields)
+        values[name] = value
+    return schema(**values)
 
 
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+def config_to_dict(cfg: Any) -> dict[str, Any]:
     """The config as plain YAML/JSON values in field order (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML; ``load_config(str(path))`` gives back an equal config."""
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML; ``load_config(str(path), schema=type(cfg))`` reads it."""
     body = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=None)
     Path(path).write_text("# Resolved omnirl config (every key).\n" + body, encoding="utf-8")

@@ -99,16 +99,22 @@ def plot_bytes(
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for r in results:
+    # One colour per run, given explicitly: axhline does not advance the colour cycle, so an
+    # oracle line would otherwise share its colour with the next run's curve.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, r in enumerate(results):
         steps = range(len(r["mean"]))
         label = f"{r['agent']} ({Path(r['run']).name})"
+        color = palette[index % len(palette)]
         if _adapts(r["agent"]):
-            ax.errorbar(steps, r["mean"], yerr=r["ci95"], marker="o", capsize=3, label=label)
+            ax.errorbar(
+                steps, r["mean"], yerr=r["ci95"], marker="o", capsize=3, color=color, label=label
+            )
         else:
-            line = ax.axhline(r["mean"][0], linestyle="-.", linewidth=2.5, label=label)
+            ax.axhline(r["mean"][0], linestyle="-.", linewidth=2.5, color=color, label=label)
             if math.isfinite(r["ci95"][0]):
                 low, high = r["mean"][0] - r["ci95"][0], r["mean"][0] + r["ci95"][0]
-                ax.axhspan(low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+                ax.axhspan(low, high, color=color, alpha=0.15, linewidth=0)
     if optimum is not None:
         # Under the runs (an oracle can sit right on it) and thin enough to show them.
         ax.axhline(
