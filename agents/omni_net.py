@@ -10,13 +10,16 @@ lightweight low-rank branches, ``f_pre`` and ``f_meta``::
 Each flow has its own Gaussian head. The branches' second factors start at zero and the heads
 start as copies, so at initialisation the three flows are the same policy. One ordinary
 ``forward`` serves every flow; MAML evaluates it with adapted parameters through
-``torch.func.functional_call``.
+``torch.func.functional_call``. :class:`OmniNet` holds the flow logic with any head; the
+policy puts Gaussian heads on it, the sinusoid regressor (``omnirl.agents.regression``)
+linear ones.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,53 +81,44 @@ class GaussianHead(nn.Module):
         return gaussian(self.mean(x), self.log_std)
 
 
-class OmniNetPolicy(nn.Module):
-    """Gaussian policy with three flows (joint, pre, meta) over shared Omni-Layers.
+class OmniNet(nn.Module):
+    """Omni-Layers (tanh) with one head per flow; the heads start as copies of the joint one.
+
+    The flow-generic part of every Omni-Net: the policy below puts Gaussian heads on it, the
+    sinusoid regressor (``omnirl.agents.regression``) linear ones. ``forward(x, flow)`` returns
+    whatever the head returns.
 
     Args:
-        obs_dim: observation size.
-        act_dim: action size.
-        hidden: hidden layer sizes.
+        sizes: input size, then the hidden layer sizes.
         rank: rank r of the pre and meta branches.
-        init_std: initial standard deviation of every head.
+        make_head: builds one flow's head from the last hidden size.
     """
 
     flows = FLOWS
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        hidden: Sequence[int] = (64, 64),
-        rank: int = 16,
-        init_std: float = 1.0,
-    ):
+    def __init__(self, sizes: Sequence[int], rank: int, make_head: Callable[[int], nn.Module]):
         super().__init__()
-        sizes = [obs_dim, *hidden]
         self.layers = nn.ModuleList(
             OmniLayer(d_in, d_out, rank) for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        self.heads = nn.ModuleDict(
-            {flow: GaussianHead(sizes[-1], act_dim, init_std) for flow in FLOWS}
-        )
-        # Every flow starts as the joint flow's policy: the branches add zero, and the heads
+        self.heads = nn.ModuleDict({flow: make_head(sizes[-1]) for flow in FLOWS})
+        # Every flow starts as the joint flow's function: the branches add zero, and the heads
         # start as copies. Otherwise each flow's rollouts would be far off-policy for the
         # others from the first iteration on, and the joint flow reuses them.
         for flow in ("pre", "meta"):
             self.heads[flow].load_state_dict(self.heads["joint"].state_dict())
 
-    def features(self, obs: torch.Tensor, flow: str = "joint") -> torch.Tensor:
+    def features(self, x: torch.Tensor, flow: str = "joint") -> torch.Tensor:
         """Last hidden features of ``flow``."""
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {', '.join(FLOWS)}; got {flow!r}")
-        x = obs
         for layer in self.layers:
             x = torch.tanh(layer(x, flow))
         return x
 
-    def forward(self, obs: torch.Tensor, flow: str = "joint") -> Normal:
-        """Action distribution of ``flow`` for ``obs`` (..., obs_dim)."""
-        return self.heads[flow](self.features(obs, flow))
+    def forward(self, x: torch.Tensor, flow: str = "joint") -> Any:
+        """The head of ``flow`` on the features of ``flow`` for ``x`` (..., d_in)."""
+        return self.heads[flow](self.features(x, flow))
 
     def flow_parameter_names(self, flow: str) -> list[str]:
         """Names of the parameters ``flow`` uses: the joint chunks, its branches and its head."""
@@ -138,3 +132,29 @@ class OmniNetPolicy(nn.Module):
             return part[2] == "joint" or part[2] == flow
 
         return [name for name, _ in self.named_parameters() if used(name)]
+
+
+class OmniNetPolicy(OmniNet):
+    """Gaussian policy with three flows (joint, pre, meta) over shared Omni-Layers.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer sizes.
+        rank: rank r of the pre and meta branches.
+        init_std: initial standard deviation of every head.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        rank: int = 16,
+        init_std: float = 1.0,
+    ):
+        super().__init__([obs_dim, *hidden], rank, lambda d: GaussianHead(d, act_dim, init_std))
+
+    def forward(self, obs: torch.Tensor, flow: str = "joint") -> Normal:
+        """Action distribution of ``flow`` for ``obs`` (..., obs_dim)."""
+        return super().forward(obs, flow)

@@ -8,6 +8,8 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Redirected to a file, rich would fold tables to 80 columns and cut run names; a log keeps
+# the full table (a terminal still uses its own width, and COLUMNS still wins).
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err_console = Console(stderr=True)
 
 
@@ -32,6 +36,65 @@ def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit (code 2) to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
+
+
+# Supervised (non-RL) modules by the `family:` their configs and run folders carry. A module
+# offers `Config` (its config schema), `Trainer` (same interface as omnirl.trainer.Trainer,
+# including `resume`), and `evaluate_command(console, runs, **options)` /
+# `render_command(console, run, **options)`, which raise ConfigError or OSError on bad input.
+# Adding a module is one entry here.
+SUPERVISED = {
+    "sinusoid": "omnirl.regression",
+    "fewshot": "omnirl.fewshot",
+}
+
+
+def _family_of(source: str | Path | None) -> str | None:
+    """The ``family:`` of a run folder, packaged config or YAML file, or ``source`` itself."""
+    if source is None:
+        return None
+    import importlib.resources
+
+    import yaml
+
+    from omnirl.config import packaged_configs
+
+    path = Path(source)
+    try:
+        if (path / "config.yaml").is_file():
+            text = (path / "config.yaml").read_text(encoding="utf-8")
+        elif str(source) in packaged_configs():
+            packaged = importlib.resources.files("omnirl.configs") / f"{source}.yaml"
+            text = packaged.read_text(encoding="utf-8")
+        elif path.is_file():
+            text = path.read_text(encoding="utf-8")
+        else:
+            return str(source)
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # not readable here: the RL path reports it properly
+    return data.get("family") if isinstance(data, dict) else None
+
+
+def _supervised(source: str | Path | None) -> Any:
+    """The supervised module for a family, config or run folder; None for the RL families."""
+    import importlib
+
+    module = SUPERVISED.get(str(_family_of(source)))
+    return None if module is None else importlib.import_module(module)
+
+
+def _supervised_command(module: Any, command: str, **options: Any) -> None:
+    """Run ``module``'s ``<command>_command``; bad input is one line and exit code 2."""
+    from omnirl.config import ConfigError
+
+    function = getattr(module, f"{command}_command", None)
+    if function is None:
+        raise fail(f"omnirl {command} does not apply to {module.__name__} runs")
+    try:
+        function(console, **options)
+    except (ConfigError, OSError) as exc:
+        raise fail(str(exc)) from None
 
 
 def _version(value: bool) -> None:
@@ -73,6 +136,8 @@ def list_families(
 
         console.print(f"agents:  {', '.join(registry.agent_names())}", highlight=False)
         console.print(f"configs: {', '.join(packaged_configs())}", highlight=False)
+        supervised = ", ".join(SUPERVISED)
+        console.print(f"supervised modules: {supervised} (omnirl train NAME)", highlight=False)
         return
     try:
         fam = registry.get_family(family)
@@ -113,16 +178,20 @@ def _progress(unit: str, trailer: str = "") -> Any:
     )
 
 
-def _progress_bar(total: int, start: int) -> Any:
+def _rl_stats(metrics: dict[str, float]) -> str:
+    stats = f"{metrics.get('time/sps', 0):,.0f} steps/s"
+    for key, label in (("rollout/return_pre", "pre"), ("rollout/return_post", "post")):
+        if key in metrics:
+            stats += f"  return {label} {metrics[key]:.1f}"
+    return stats
+
+
+def _progress_bar(total: int, start: int, stats_of: Any = _rl_stats) -> Any:
     progress = _progress("iterations", "{task.fields[stats]}")
     task = progress.add_task("train", total=total, completed=start, stats="")
 
     def update(iteration: int, metrics: dict[str, float]) -> None:
-        stats = f"{metrics.get('time/sps', 0):,.0f} steps/s"
-        for key, label in (("rollout/return_pre", "pre"), ("rollout/return_post", "post")):
-            if key in metrics:
-                stats += f"  return {label} {metrics[key]:.1f}"
-        progress.update(task, completed=iteration, stats=stats)
+        progress.update(task, completed=iteration, stats=stats_of(metrics))
 
     return progress, update
 
@@ -149,18 +218,27 @@ def train(
         typer.Option(help="Continue the run in this folder from its latest checkpoint."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    data: Annotated[
+        str | None,
+        typer.Option(help="fewshot: a folder root/<class>/*.png|jpg, or glyphs or shapes."),
+    ] = None,
 ) -> None:
     """Train an agent on a task family (Omni-Training, MAML, pre-training, ...)."""
-    from omnirl.config import ConfigError, load_config
+    from omnirl.config import ConfigError, TrainConfig, load_config
     from omnirl.trainer import Trainer
 
+    # A supervised module (sinusoid, ...) brings its own config schema and trainer.
+    module = _supervised(resume if resume is not None else source)
+    trainer_class, schema = (
+        (Trainer, TrainConfig) if module is None else (module.Trainer, module.Config)
+    )
     try:
         if resume is not None:
-            if source is not None or agent or seed is not None or overrides:
+            if source is not None or agent or seed is not None or overrides or data:
                 raise ConfigError(
                     "--resume continues a run as configured; only --iterations may change"
                 )
-            trainer = Trainer.resume(resume, iterations)
+            trainer = trainer_class.resume(resume, iterations)
         else:
             if source is None:
                 raise ConfigError(
@@ -170,7 +248,11 @@ def train(
             sets += [f"agent={agent}"] if agent is not None else []
             sets += [f"iterations={iterations}"] if iterations is not None else []
             sets += [f"seed={seed}"] if seed is not None else []
-            trainer = Trainer(load_config(source, sets))
+            if data is not None:  # as a JSON string: YAML would read 123 or a: b otherwise
+                if "data" not in getattr(schema, "__dataclass_fields__", {}):
+                    raise ConfigError("--data applies to few-shot runs (omnirl train fewshot)")
+                sets.append(f"data={json.dumps(data)}")
+            trainer = trainer_class(load_config(source, sets, schema=schema))
     except (ConfigError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     _run_training(trainer, progress)
@@ -185,7 +267,11 @@ def _run_training(trainer: Any, progress: bool) -> None:
         f"run folder {trainer.run_dir}",
         highlight=False,
     )
-    bar, update = _progress_bar(cfg.iterations, trainer.iteration) if progress else (None, None)
+    # A trainer may say what its bar shows (the supervised ones: loss and MSE, not returns).
+    stats_of = getattr(trainer, "progress_stats", _rl_stats)
+    bar, update = (
+        _progress_bar(cfg.iterations, trainer.iteration, stats_of) if progress else (None, None)
+    )
     try:
         if bar is not None:
             with bar:
@@ -257,12 +343,36 @@ def _lr_schedule(text: str | None, steps: int) -> Any:
     return lambda inner_lr: rates
 
 
+def _evaluate_supervised(runs: list[Path], options: dict[str, Any]) -> bool:
+    """Hand runs of a supervised module to it (True), or leave RL runs to evaluate (False)."""
+    families = {_family_of(run) for run in runs}
+    if not families & set(SUPERVISED):
+        return False
+    for run in runs:  # a missing folder is named as such, not as a family of its own
+        if not (run / "config.yaml").is_file():
+            raise fail(f"{run} is not a run folder (no config.yaml)")
+    if len(families) != 1:
+        names = sorted(str(f) for f in families)
+        raise fail(f"runs of different families cannot share test tasks: {names}")
+    _supervised_command(_supervised(runs[0]), "evaluate", runs=runs, **options)
+    return True
+
+
 @app.command()
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="Run folders to evaluate (same family).")],
     tasks: Annotated[int, typer.Option(min=1, help="Fresh test tasks (paper: 2000).")] = 100,
-    steps: Annotated[int, typer.Option(min=0, max=10, help="Adaptation steps.")] = 4,
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per task and step.")] = 20,
+    steps: Annotated[
+        int | None, typer.Option(min=0, max=10, help="Adaptation steps (default 4; sinusoid: 10).")
+    ] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Episodes per task and step (default 20; fewshot: 600 tests)."),
+    ] = None,
+    shots: Annotated[
+        str | None,
+        typer.Option(help="Support points K, supervised runs (sinusoid: 5,10,20; fewshot: 1,5)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the test tasks and rollouts.")] = 1000,
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
     flow: Annotated[
@@ -277,6 +387,10 @@ def evaluate(
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for eval.json/.csv/.png (default: the run, or ./eval)."),
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(help="fewshot: test classes of this folder or glyphs/shapes (repeatable)."),
     ] = None,
 ) -> None:
     """Return on fresh tasks after 0..STEPS adaptation steps (alpha, then alpha/2), per run.
@@ -293,6 +407,15 @@ def evaluate(
     from omnirl.report import check_writable, write_report
 
     _check_checkpoint(checkpoint)
+    options = dict(tasks=tasks, steps=steps, episodes=episodes, shots=shots, seed=seed)
+    options.update(checkpoint=checkpoint, flow=flow, lr_schedule=lr_schedule, out=out)
+    if data:  # few-shot only (cross-domain tests); the other modules never see the key
+        options["data"] = data
+    if _evaluate_supervised(runs, options):
+        return
+    if data:
+        raise fail("--data applies to few-shot runs (omnirl evaluate RUN --data PATH)")
+    steps, episodes = 4 if steps is None else steps, 20 if episodes is None else episodes
     try:
         loaded = [load_run(run, checkpoint) for run in runs]
     except FileNotFoundError as exc:
@@ -372,8 +495,16 @@ def render(
         str | None,
         typer.Option(help="The task as JSON, e.g. '{\"velocity\": 1.5}' (default: a test task)."),
     ] = None,
-    steps: Annotated[str, typer.Option(help="Adaptation step counts to film.")] = "0,1,4",
-    out: Annotated[Path, typer.Option(help="Video file, .mp4 or .gif.")] = Path("render.mp4"),
+    steps: Annotated[
+        str | None, typer.Option(help="Adaptation step counts (default 0,1,4; sinusoid: 0,1,10).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Video file, .mp4 or .gif (default render.mp4; sinusoid: render.png)."),
+    ] = None,
+    shots: Annotated[
+        str | None, typer.Option(help="Support points K, supervised runs (sinusoid: 5,10).")
+    ] = None,
     episodes: Annotated[
         int | None, typer.Option(min=1, help="Episodes per adaptation step (default: the run's).")
     ] = None,
@@ -405,6 +536,12 @@ def render(
     )
 
     _check_checkpoint(checkpoint)
+    if (module := _supervised(run)) is not None:
+        options = dict(task=task, steps=steps, out=out, episodes=episodes, shots=shots, seed=seed)
+        options.update(checkpoint=checkpoint, flow=flow, sample=sample, horizon=horizon)
+        _supervised_command(module, "render", run=run, **options)
+        return
+    steps, out = steps or "0,1,4", out or Path("render.mp4")
     try:
         step_list = parse_steps(steps)
         check_video_path(out)

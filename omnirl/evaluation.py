@@ -117,12 +117,8 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
     from omnirl import checkpoint, registry
     from omnirl.config import load_config
 
+    path = checkpoint.run_checkpoint(run_dir, which)
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no checkpoint {path.name}")
     cfg = load_config(str(run_dir / "config.yaml"))
     agent = registry.make_agent(cfg)
     agent.load_state_dict(checkpoint.load(path)["agent"])

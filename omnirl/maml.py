@@ -12,8 +12,10 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch.func import functional_call, vmap
 
 from omnirl.pg import (
     Params,
@@ -57,10 +59,36 @@ def inner_step_tasks(
     with torch.enable_grad():
         dist = task_dist(policy, params_B, support.obs_BTKO, flow)
         losses_B = task_surrogate(dist, support, ratio_cap)
-        grads = torch.autograd.grad(
-            losses_B.sum(), list(params_B.values()), create_graph=not first_order
-        )
-        return {name: p - lr * g for (name, p), g in zip(params_B.items(), grads, strict=True)}
+        return sgd_step(params_B, losses_B.sum(), lr, first_order)
+
+
+def sgd_step(
+    params: Params, loss: torch.Tensor, lr: float, first_order: bool = False
+) -> dict[str, torch.Tensor]:
+    """The generic inner step: ``{name: p - lr * dloss/dp}``, a new dict (``params`` untouched).
+
+    With stacked per-task copies (:func:`task_params`) and ``loss`` the sum of the per-task
+    losses, every task gets its own gradient from one backward pass. ``create_graph=not
+    first_order``: the outer loss differentiates through the step (second order) unless asked
+    not to. The RL inner step above and the supervised ones (``omnirl.regression``) both use it.
+    """
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+    return {name: p - lr * g for (name, p), g in zip(params.items(), grads, strict=True)}
+
+
+def task_call(
+    module: torch.nn.Module, params_B: Params, inputs_B: torch.Tensor, **kwargs: Any
+) -> Any:
+    """``module(inputs_B[b], **kwargs)`` with parameters ``{k: v[b]}`` for every task b at once.
+
+    One ``torch.func.vmap`` of ``functional_call`` over the leading task axis (the supervised
+    counterpart of :func:`omnirl.pg.task_dist`); ``params_B`` may cover only some parameters.
+    """
+
+    def one_task(params: Params, inputs: torch.Tensor) -> Any:
+        return functional_call(module, dict(params), (inputs,), kwargs)
+
+    return vmap(one_task)(dict(params_B), inputs_B)
 
 
 def adapt_tasks(

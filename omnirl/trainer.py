@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +34,133 @@ class TrainingError(RuntimeError):
     """The run cannot continue (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
-class Trainer:
+def new_run_dir(cfg: Any) -> Path:
+    """A fresh ``<run_dir>/<family>-<agent>-<seed>-<timestamp>`` path for ``cfg`` (not created)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(cfg.run_dir) / f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}"
+    suffix = 1
+    while path.exists():  # two runs started in the same second
+        suffix += 1
+        path = path.with_name(f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}-{suffix}")
+    return path
+
+
+def open_run_dir(run_dir: Path, cfg: Any, iteration: int) -> None:
+    """Create the run folder (or reopen it to resume at ``iteration``) and write ``config.yaml``.
+
+    Temporary files of a write a kill interrupted are removed, and ``metrics.jsonl`` keeps only
+    the lines the checkpoint covers (iteration <= ``iteration``). Shared by the RL trainer and
+    the supervised ones (``omnirl.regression``).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # a write a kill interrupted
+        stale.unlink()
+    save_config(cfg, run_dir / "config.yaml")
+    metrics_file = run_dir / "metrics.jsonl"
+    if metrics_file.exists():  # resuming: keep what the checkpoint covers
+        lines = metrics_file.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["iteration"] <= iteration]
+        metrics_file.write_text("".join(line + "\n" for line in kept))
+
+
+class RunTrainer:
+    """What every trainer shares: the run folder, logs, atomic checkpoints and bit-for-bit resume.
+
+    Subclasses set ``cfg``, ``rng``, ``iteration``, ``best``, ``run_dir`` and ``checkpoint_dir``
+    in ``__init__(cfg, run_dir=None)``, name their config dataclass in ``schema``, and say what
+    the checkpoint holds with :meth:`model_state_dict` / :meth:`load_model_state_dict` (by
+    default the ``agent``'s state). Used by the RL :class:`Trainer` and the supervised modules'
+    trainers (``omnirl.regression``, ``omnirl.fewshot``).
+    """
+
+    schema: ClassVar[type] = TrainConfig
+    _writer: Any = None
+
+    def model_state_dict(self) -> dict[str, Any]:
+        """What the checkpoint stores of the learner (default: ``self.agent.state_dict()``)."""
+        return self.agent.state_dict()
+
+    def load_model_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`model_state_dict`."""
+        self.agent.load_state_dict(state)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """More entries for the checkpoint (e.g. the few-shot training classes)."""
+        return {}
+
+    # ------------------------------------------------------------------------- resume
+    @classmethod
+    def resume(cls, run_dir: str | Path, iterations: int | None = None) -> Any:
+        """Continue a run from ``checkpoints/latest.pt``, optionally to more ``iterations``.
+
+        Raises:
+            FileNotFoundError: no run folder or no checkpoint (one line).
+        """
+        run_dir = Path(run_dir)
+        latest = run_dir / "checkpoints" / "latest.pt"
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        if not latest.is_file():
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume (no {latest.name})")
+        overrides = [] if iterations is None else [f"iterations={iterations}"]
+        cfg = load_config(str(run_dir / "config.yaml"), overrides, schema=cls.schema)
+        trainer = cls(cfg, run_dir)
+        trainer.load_checkpoint(latest)
+        return trainer
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore the learner, generators and counters from ``path``."""
+        state = checkpoint.load(path)
+        self.load_model_state_dict(state["agent"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration, self.best = state["iteration"], state["best"]
+
+    def save_checkpoint(self, name: str) -> Path:
+        """Write ``checkpoints/<name>`` atomically."""
+        path = self.checkpoint_dir / name
+        state = {
+            "agent": self.model_state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "iteration": self.iteration,
+            "best": self.best,
+            "config": config_to_dict(self.cfg),
+            **self.checkpoint_extra(),
+        }
+        checkpoint.save_atomic(state, path)
+        return path
+
+    # ------------------------------------------------------------------------ logging
+    @property
+    def writer(self) -> Any:
+        """The tensorboard writer (created on first use; tensorboard is imported lazily)."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run wrote after its last checkpoint.
+            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1)
+        return self._writer
+
+    def _open_run(self) -> None:
+        open_run_dir(self.run_dir, self.cfg, self.iteration)
+        if self.iteration == 0:
+            rows = "\n".join(f"| {k} | {v} |" for k, v in config_to_dict(self.cfg).items())
+            self.writer.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, self.iteration)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
+
+    def close(self) -> None:
+        """Flush and close the logs."""
+        if self._writer is not None:
+            self._writer.close()
+
+
+class Trainer(RunTrainer):
     """Trains one agent on one family as the config says.
 
     Args:
@@ -58,51 +184,7 @@ class Trainer:
         self._writer: Any = None
 
     def _new_run_dir(self) -> Path:
-        cfg = self.cfg
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(cfg.run_dir) / f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}"
-        suffix = 1
-        while path.exists():  # two runs started in the same second
-            suffix += 1
-            path = path.with_name(f"{cfg.family}-{cfg.agent}-{cfg.seed}-{stamp}-{suffix}")
-        return path
-
-    # ------------------------------------------------------------------------- resume
-    @classmethod
-    def resume(cls, run_dir: str | Path, iterations: int | None = None) -> Trainer:
-        """Continue a run from ``checkpoints/latest.pt``, optionally to more ``iterations``."""
-        run_dir = Path(run_dir)
-        latest = run_dir / "checkpoints" / "latest.pt"
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-        if not latest.is_file():
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume (no {latest.name})")
-        overrides = [] if iterations is None else [f"iterations={iterations}"]
-        trainer = cls(load_config(str(run_dir / "config.yaml"), overrides), run_dir)
-        trainer.load_checkpoint(latest)
-        return trainer
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore agent, generators and counters from ``path``."""
-        state = checkpoint.load(path)
-        self.agent.load_state_dict(state["agent"])
-        self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration, self.best = state["iteration"], state["best"]
-
-    def save_checkpoint(self, name: str) -> Path:
-        """Write ``checkpoints/<name>`` atomically."""
-        path = self.checkpoint_dir / name
-        state = {
-            "agent": self.agent.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "iteration": self.iteration,
-            "best": self.best,
-            "config": config_to_dict(self.cfg),
-        }
-        checkpoint.save_atomic(state, path)
-        return path
+        return new_run_dir(self.cfg)
 
     # ---------------------------------------------------------------------- training
     def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> Path:
@@ -186,39 +268,7 @@ class Trainer:
             "eval/return_post": float(returns[1].mean()),
         }
 
-    # ------------------------------------------------------------------------ logging
-    @property
-    def writer(self) -> Any:
-        """The tensorboard writer (created on first use; tensorboard is imported lazily)."""
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events a killed run wrote after its last checkpoint.
-            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1)
-        return self._writer
-
-    def _open_run(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.checkpoint_dir.glob(".*.tmp"):  # a write a kill interrupted
-            stale.unlink()
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        metrics_file = self.run_dir / "metrics.jsonl"
-        if metrics_file.exists():  # resuming: keep what the checkpoint covers
-            lines = metrics_file.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["iteration"] <= self.iteration]
-            metrics_file.write_text("".join(line + "\n" for line in kept))
-        if self.iteration == 0:
-            rows = "\n".join(f"| {k} | {v} |" for k, v in config_to_dict(self.cfg).items())
-            self.writer.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
-
-    def _log(self, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, self.iteration)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
-
     def close(self) -> None:
         """Flush logs and close the environments."""
-        if self._writer is not None:
-            self._writer.close()
+        super().close()
         self.collector.close()

@@ -120,24 +120,32 @@ def tiny_problem():
     return policy, support, query
 
 
-def test_second_order_meta_gradient_matches_finite_differences():
-    policy, support, query = tiny_problem()
-    lr = 0.5
-    params = list(policy.parameters())
-    grads = torch.autograd.grad(meta_objective(policy, support, query, lr, False), params)
-    analytic = torch.cat([g.reshape(-1) for g in grads])
+def numeric_gradient(objective, params, eps=1e-6):
+    """Central finite differences of ``objective()`` w.r.t. every entry of ``params`` (flat).
+
+    Shared with the supervised MAML tests (tests/test_sinusoid.py).
+    """
     flat = torch.nn.utils.parameters_to_vector(params).detach()
     numeric = torch.zeros_like(flat)
-    eps = 1e-6
     for i in range(flat.numel()):
         values = []
         for sign in (1, -1):
             shifted = flat.clone()
             shifted[i] += sign * eps
             torch.nn.utils.vector_to_parameters(shifted, params)
-            values.append(meta_objective(policy, support, query, lr, False).item())
+            values.append(objective().item())
         numeric[i] = (values[0] - values[1]) / (2 * eps)
     torch.nn.utils.vector_to_parameters(flat, params)
+    return numeric
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    policy, support, query = tiny_problem()
+    lr = 0.5
+    params = list(policy.parameters())
+    grads = torch.autograd.grad(meta_objective(policy, support, query, lr, False), params)
+    analytic = torch.cat([g.reshape(-1) for g in grads])
+    numeric = numeric_gradient(lambda: meta_objective(policy, support, query, lr, False), params)
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 

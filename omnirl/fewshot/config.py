@@ -1,0 +1,88 @@
+"""The strict config of a few-shot classification run (loaded like the RL configs)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from omnirl.config import (
+    NON_EMPTY_POSITIVE,
+    ConfigError,
+    above,
+    at_least,
+    config_key,
+    interval,
+    one_of,
+    validate_fields,
+)
+
+FAMILY = "fewshot"
+# Learning rules by name, as "module:Class" entry points resolved on use (the core never imports
+# omnirl.agents statically).
+LEARNERS = {
+    "omni": "omnirl.agents.fewshot:OmniLearner",
+    "protonet": "omnirl.agents.fewshot:ProtoNetLearner",
+    "pretrain": "omnirl.agents.fewshot:PretrainLearner",
+    "joint": "omnirl.agents.fewshot:JointLearner",
+}
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """One few-shot classification run; defaults train on the embedded ``glyphs`` in minutes.
+
+    Every field is checked on construction (type, then range); a bad value is a
+    :class:`~omnirl.config.ConfigError` naming the key.
+    """
+
+    # what to train
+    family: str = config_key(FAMILY, "module (few-shot classification)", one_of((FAMILY,)))
+    agent: str = config_key("omni", "learning rule", one_of(tuple(LEARNERS)))
+    seed: int = config_key(0, "seed of the whole run", at_least(0))
+    data: str = config_key(
+        "glyphs", "training data: a folder root/<class>/*.png|jpg, or glyphs or shapes"
+    )
+    image_size: int = config_key(28, "images are resized to this square size", at_least(2))
+    # network
+    channels: tuple[int, ...] = config_key(
+        (32, 32, 32, 32), "output channels of the conv blocks", NON_EMPTY_POSITIVE
+    )
+    # training
+    iterations: int = config_key(1000, "training steps (one Adam step each)", at_least(0))
+    lr: float = config_key(1e-3, "Adam learning rate", above(0))
+    batch_size: int = config_key(64, "images per pre-training batch", at_least(1))
+    train_way: int = config_key(5, "classes per training episode", at_least(2))
+    train_shot: int = config_key(5, "support images per class in training episodes", at_least(1))
+    train_queries: int = config_key(16, "query images per class in training episodes", at_least(1))
+    # Omni-Training
+    ema_decay: float = config_key(0.99, "EMA teacher decay", interval(0, 1, high_open=True))
+    distill_weight: float = config_key(30.0, "self-distillation weight lambda", at_least(0))
+    # test protocol
+    test_way: int = config_key(5, "classes per test episode", at_least(2))
+    test_queries: int = config_key(16, "query images per class in test episodes", at_least(1))
+    # bookkeeping
+    eval_every: int = config_key(250, "validation every N steps (0: never)", at_least(0))
+    eval_episodes: int = config_key(200, "5-shot validation episodes", at_least(1))
+    run_dir: str = config_key("runs", "folder that holds the run folders")
+    torch_threads: int = config_key(0, "torch threads (0: all cores)", at_least(0))
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.image_size < 2 ** len(self.channels):
+            raise ConfigError(
+                f"config key 'image_size' = {self.image_size} is too small for "
+                f"{len(self.channels)} conv blocks (each halves it; allowed: >= "
+                f"{2 ** len(self.channels)})"
+            )
+
+
+def learner_class(name: str) -> Any:
+    """The learning-rule class registered as ``name`` (imported now)."""
+    module, _, attr = LEARNERS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_learner(cfg: FewShotConfig, num_classes: int) -> Any:
+    """A new ``cfg.agent`` learner whose linear heads cover ``num_classes`` training classes."""
+    return learner_class(cfg.agent)(cfg, num_classes)
