@@ -211,8 +211,7 @@ class Trainer(RunTrainer):
         line.update(self.quick_eval())
         self._window = []
         self.logged = line
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": self.iteration, **line}) + "\n")
+        self._append_metrics(line)  # no tensorboard events for sinusoid runs
         improved = line["eval/mse_after"] < self.best
         self.best = min(self.best, line["eval/mse_after"])
         self.save_checkpoint("latest.pt")
@@ -232,9 +231,6 @@ class Trainer(RunTrainer):
         if "eval/mse_after" in metrics:
             stats += f"  eval MSE after 1 step {metrics['eval/mse_after']:.3f}"
         return stats
-
-    def close(self) -> None:
-        """Nothing to release (the RL trainer's counterpart closes its environments)."""
 
 
 # ----------------------------------------------------------------------------- evaluation

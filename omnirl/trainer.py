@@ -151,6 +151,10 @@ class RunTrainer:
     def _log(self, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, self.iteration)
+        self._append_metrics(metrics)
+
+    def _append_metrics(self, metrics: dict[str, float]) -> None:
+        """One ``metrics.jsonl`` line for the current iteration (what resume trims back to)."""
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
 
