@@ -96,11 +96,18 @@ class Agent:
         values: dict[str, TermValue] = {
             key: term(self.policy, create_graph) for key, term in self.terms.items()
         }
-        loss = sum((v.loss for v in values.values()), torch.zeros(()))
-        weights = self._kl_weights()
-        kl = sum((weights[key] * v.kl for key, v in values.items()), torch.zeros(()))
+        weights = self.loss_weights
+        loss = sum((weights.get(k, 1.0) * v.loss for k, v in values.items()), torch.zeros(()))
+        kl_weights = self._kl_weights()
+        kl = sum((kl_weights[key] * v.kl for key, v in values.items()), torch.zeros(()))
         metrics = {f"{key}_{m}": t for key, v in values.items() for m, t in v.metrics.items()}
+        metrics.update({f"{key}_kl": v.kl for key, v in values.items()})
         return loss, kl, metrics
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each objective term in the outer loss (1 for terms not named)."""
+        return {}
 
     def _kl_weights(self) -> dict[str, float]:
         # The trust region bounds the mean KL of the flows, each flow's terms averaged first.
@@ -154,6 +161,7 @@ class Agent:
             check_finite(loss, "outer loss")
             pending["kl"] = kl
             pending.setdefault("metrics", metrics)  # logged: the values before the step
+            pending["last"] = metrics  # the line search's last candidate (the accepted one)
             return loss
 
         def kl_fn() -> torch.Tensor:
@@ -174,7 +182,13 @@ class Agent:
             fvp_fn=self.fisher_product,
         )
         out = {f"train/{k}": float(v) for k, v in metrics.items()}
-        out.update({f"train/{k}": float(v.detach()) for k, v in pending.get("metrics", {}).items()})
+        before = pending.get("metrics", {})
+        out.update(
+            {f"train/{k}": float(v.detach()) for k, v in before.items() if not k.endswith("_kl")}
+        )
+        # Each term's KL after the step shows how the trust region's budget was shared.
+        after = pending.get("last", {}) if metrics["accepted"] else {}
+        out.update({f"train/{k}": float(v) for k, v in after.items() if k.endswith("_kl")})
         return out
 
     def _adam(self) -> dict[str, float]:

@@ -71,6 +71,12 @@ class OmniAgent(Agent):
         metrics["rollout/return_pre_flow"] = mean_return(first[0])
         return metrics
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """``joint_weight`` scales ``L_joint`` (both of its terms) in the outer objective."""
+        w = self.cfg.joint_weight
+        return {"joint_pre": w, "joint_meta": w}
+
     def _distilled_terms(
         self, pre: PGBatch, support: TaskBatch, query: TaskBatch
     ) -> dict[str, Any]:

@@ -148,6 +148,7 @@ class TrainConfig:
     distill_weight: float = _key(0.05, "self-distillation weight lambda", at_least(0))
     joint_rollouts: str = _key("reuse", "joint-flow rollouts", one_of(("reuse", "own")))
     importance_clip: float = _key(0.2, "joint-flow ratios truncated at 1 + this", at_least(0))
+    joint_weight: float = _key(0.5, "weight of the joint flow's loss L_joint", at_least(0))
     # bookkeeping
     eval_every: int = _key(10, "quick evaluation every N iterations (0: never)", at_least(0))
     eval_tasks: int = _key(40, "tasks of the quick evaluation", at_least(1))

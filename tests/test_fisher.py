@@ -23,8 +23,9 @@ def batch_for(policy, flow, seed, num_tasks=2, T=4, N=6, obs_dim=2):
     return PGBatch(obs, act, logp, adv, valid, num_tasks)
 
 
-def omni_agent():
-    cfg = load_config("smoke-navigation-2d", ["agent=omni", "hidden_sizes=[5, 5]", "branch_rank=2"])
+def omni_agent(*overrides):
+    sets = ["agent=omni", "hidden_sizes=[5, 5]", "branch_rank=2", *overrides]
+    cfg = load_config("smoke-navigation-2d", sets)
     agent = OmniAgent(cfg, obs_dim=2, act_dim=2)
     agent.policy.double()
     agent.teacher.module.double()
@@ -32,6 +33,18 @@ def omni_agent():
         for p in agent.policy.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return agent
+
+
+def omni_terms(policy):
+    pre, support, query = (
+        batch_for(policy, f, s) for f, s in (("pre", 3), ("meta", 4), ("meta", 5))
+    )
+    return {
+        "pre": PretrainTerm("pre", pre),
+        "meta": MetaTerm("meta", support.by_task(), query.by_task(), [0.3]),
+        "joint_pre": PretrainTerm("joint", pre, 1.2),
+        "joint_meta": MetaTerm("joint", support.by_task(), query.by_task(), [0.3], False, 1.2),
+    }
 
 
 def generic_and_structured(agent, seed=0):
@@ -59,18 +72,25 @@ def test_meta_term_product_equals_double_backward(first_order, ratio_cap):
 
 def test_omni_objective_product_equals_double_backward():
     agent = omni_agent()
-    policy = agent.policy
-    pre, support, query = (
-        batch_for(policy, f, s) for f, s in (("pre", 3), ("meta", 4), ("meta", 5))
-    )
-    agent.terms = {
-        "pre": PretrainTerm("pre", pre),
-        "meta": MetaTerm("meta", support.by_task(), query.by_task(), [0.3]),
-        "joint_pre": PretrainTerm("joint", pre, 1.2),
-        "joint_meta": MetaTerm("joint", support.by_task(), query.by_task(), [0.3], False, 1.2),
-    }
+    agent.terms = omni_terms(agent.policy)
     generic, structured = generic_and_structured(agent, seed=1)
     torch.testing.assert_close(structured, generic, rtol=1e-7, atol=1e-9)
+
+
+def test_joint_weight_scales_only_the_joint_flow_loss():
+    agent, weighted = omni_agent("joint_weight=1"), omni_agent("joint_weight=0.25")
+    weighted.policy.load_state_dict(agent.policy.state_dict())
+    agent.terms, weighted.terms = omni_terms(agent.policy), omni_terms(weighted.policy)
+    loss_1, kl_1, metrics = agent.objective(create_graph=False)
+    loss_w, kl_w, _ = weighted.objective(create_graph=False)
+    pg = {key: metrics[f"{key}_pg"] for key in agent.terms}
+    torch.testing.assert_close(loss_1, sum(pg.values()))
+    torch.testing.assert_close(
+        loss_w, pg["pre"] + pg["meta"] + 0.25 * (pg["joint_pre"] + pg["joint_meta"])
+    )
+    torch.testing.assert_close(kl_w, kl_1)  # the trust region is the same
+    # Every term's KL is reported; before any step all are zero.
+    assert {f"{key}_kl" for key in agent.terms} <= metrics.keys()
 
 
 def test_more_inner_steps_fall_back_to_double_backward():
