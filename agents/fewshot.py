@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from omnirl.agents.omni_net import FLOWS
-from omnirl.ema import EMATeacher
+from omnirl.ema import EMATeacher, TeacherState
 from omnirl.fewshot.classify import accuracy, as_input, protonet_loss
 from omnirl.pg import distill_loss
 
@@ -331,7 +331,7 @@ class JointLearner(FewShotLearner):
         return pre + meta, metrics
 
 
-class OmniLearner(FewShotLearner):
+class OmniLearner(TeacherState, FewShotLearner):
     """``omni``: Omni-Training on the tri-flow Omni conv backbone.
 
     One Adam step on ``O = J_pre + J_meta + L_joint``:
@@ -412,12 +412,3 @@ class OmniLearner(FewShotLearner):
     def after_step(self) -> None:
         """Move the EMA teacher towards the student."""
         self.teacher.update(self.net)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Network, optimizer and EMA teacher."""
-        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.teacher.load_state_dict(state["teacher"])

@@ -10,12 +10,12 @@ from omnirl.agents.base import Agent, Tasks, mean_return
 from omnirl.agents.omni_net import OmniNetPolicy
 from omnirl.agents.terms import MetaTerm, PretrainTerm
 from omnirl.collector import Collector, RolloutGroup
-from omnirl.ema import EMATeacher
+from omnirl.ema import EMATeacher, TeacherState
 from omnirl.maml import adapt_tasks, detached, flow_params
 from omnirl.pg import PGBatch, TaskBatch, task_dist
 
 
-class OmniAgent(Agent):
+class OmniAgent(TeacherState, Agent):
     """Pre-flow trained by REINFORCE, meta-flow by MAML, joint flow by both; EMA self-distillation.
 
     One outer step on ``O = J_pre + J_meta + L_joint`` with ``J_pre = L_pre + lambda R_pre`` and
@@ -113,12 +113,3 @@ class OmniAgent(Agent):
             "joint_pre": PretrainTerm("joint", pre, ratio_cap),
             "joint_meta": MetaTerm("joint", support, query, lrs, first_order, ratio_cap),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Policy, optimizer and EMA teacher."""
-        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.teacher.load_state_dict(state["teacher"])

@@ -29,7 +29,7 @@ from torch import nn
 from omnirl.agents.base import check_finite
 from omnirl.agents.omni_net import OmniNet
 from omnirl.agents.policies import mlp
-from omnirl.ema import EMATeacher
+from omnirl.ema import EMATeacher, TeacherState
 from omnirl.maml import detached, flow_params, sgd_step, task_call, task_params
 from omnirl.pg import Params
 
@@ -355,7 +355,7 @@ class JointRegression(RegressionAgent):
         return {"pre": task_mse(pred, batch.y_all_BM1).mean(), "meta": meta}
 
 
-class OmniRegression(RegressionAgent):
+class OmniRegression(TeacherState, RegressionAgent):
     """``omni``: Omni-Training on the tri-flow Omni-Net regressor.
 
     Pre flow trained by regression pre-training, meta flow by MAML, joint flow by both, and
@@ -415,12 +415,3 @@ class OmniRegression(RegressionAgent):
     def after_step(self) -> None:
         """EMA teacher update: ``theta~ <- d theta~ + (1 - d) theta``."""
         self.teacher.update(self.model)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer and EMA teacher."""
-        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.teacher.load_state_dict(state["teacher"])

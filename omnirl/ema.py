@@ -76,3 +76,22 @@ class EMATeacher:
         ema_decay = _check_decay(state["ema_decay"])
         self.module.load_state_dict(state["module"])
         self.ema_decay = ema_decay
+
+
+class TeacherState:
+    """Mixin for a learner with an ``EMATeacher`` in ``self.teacher``: its state travels with it.
+
+    Put it before the learner's base class (``class OmniAgent(TeacherState, Agent)``), so
+    :meth:`state_dict` extends the base's state with the teacher and resuming restores both.
+    """
+
+    teacher: EMATeacher
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base class's state plus the EMA teacher's."""
+        return {**super().state_dict(), "teacher": self.teacher.state_dict()}  # type: ignore[misc]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)  # type: ignore[misc]
+        self.teacher.load_state_dict(state["teacher"])
