@@ -204,7 +204,10 @@ class Agent:
             "train/grad_norm": float(grad_norm),
             "train/kl": float(kl.detach()),
         }
-        out.update({f"train/{k}": float(v.detach()) for k, v in metrics.items()})
+        # The terms' KLs are zero here (measured at the parameters that fixed the old policy).
+        out.update(
+            {f"train/{k}": float(v.detach()) for k, v in metrics.items() if not k.endswith("_kl")}
+        )
         return out
 
     # ------------------------------------------------------------------------------ state
