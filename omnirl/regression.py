@@ -54,7 +54,7 @@ from omnirl.files import write_atomic
 from omnirl.report import check_writable
 from omnirl.seeding import seed_everything
 from omnirl.threads import available_cores
-from omnirl.trainer import RunTrainer, TrainingError, new_run_dir, open_run_dir
+from omnirl.trainer import RunTrainer, new_run_dir, open_run_dir
 
 FAMILY = "sinusoid"
 # Learning rules by name, resolved lazily (as omnirl.registry does for the RL agents).
@@ -191,10 +191,7 @@ class Trainer(RunTrainer):
         try:
             metrics = self.agent.update(batch)
         except FloatingPointError as exc:
-            raise TrainingError(
-                f"iteration {self.iteration + 1}: {exc}; the last good checkpoint is "
-                f"{self.checkpoint_dir / 'latest.pt'}"
-            ) from None
+            raise self.stopped(exc) from None
         metrics["time/iteration_s"] = time.perf_counter() - start
         self.iteration += 1
         self._window.append(metrics)

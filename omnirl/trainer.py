@@ -84,6 +84,13 @@ class RunTrainer:
         """Restore :meth:`model_state_dict`."""
         self.agent.load_state_dict(state)
 
+    def stopped(self, exc: Exception, unit: str = "iteration") -> TrainingError:
+        """The error that ends a run whose next ``unit`` failed, naming the checkpoint kept."""
+        return TrainingError(
+            f"{unit} {self.iteration + 1}: {exc}; the last good checkpoint is "
+            f"{self.checkpoint_dir / 'latest.pt'}"
+        )
+
     def checkpoint_extra(self) -> dict[str, Any]:
         """More entries for the checkpoint (e.g. the few-shot training classes)."""
         return {}
@@ -224,10 +231,7 @@ class Trainer(RunTrainer):
         try:
             metrics = self.agent.iteration(self.collector, tasks, seed)
         except FloatingPointError as exc:
-            raise TrainingError(
-                f"iteration {self.iteration + 1}: {exc}; the last good checkpoint is "
-                f"{self.checkpoint_dir / 'latest.pt'}"
-            ) from None
+            raise self.stopped(exc) from None
         elapsed = time.perf_counter() - start
         metrics.update({f"time/{name}_s": total for name, total in timing.take().items()})
         metrics["time/iteration_s"] = elapsed

@@ -22,7 +22,7 @@ from omnirl.fewshot.config import FewShotConfig, make_learner
 from omnirl.fewshot.data import DataError, EpisodeSampler, load_split
 from omnirl.seeding import seed_everything
 from omnirl.threads import available_cores
-from omnirl.trainer import RunTrainer, TrainingError, new_run_dir
+from omnirl.trainer import RunTrainer, new_run_dir
 
 VAL_STREAM = 7919  # seeds the fixed validation episodes apart from the training draws
 VAL_SHOT = 5  # validation (and best.pt) uses 5-shot episodes
@@ -129,10 +129,7 @@ class FewShotTrainer(RunTrainer):
         try:
             metrics = self.learner.step(batch, episode)
         except FloatingPointError as exc:
-            raise TrainingError(
-                f"step {self.iteration + 1}: {exc}; the last good checkpoint is "
-                f"{self.checkpoint_dir / 'latest.pt'}"
-            ) from None
+            raise self.stopped(exc, "step") from None
         elapsed = time.perf_counter() - start
         seen = sum(len(x.images) for x in (batch, episode) if x is not None)
         metrics.update({"time/step_s": elapsed, "time/sps": seen / elapsed})
