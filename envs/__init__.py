@@ -11,12 +11,12 @@ from omnirl.registry import register_family
 
 # --- 2D navigation --------------------------------------------------------------------------
 register(
-    id="omnirl/Navigation2D-v0",
+    id="omnirl/Navigation2D-v1",
     entry_point="omnirl.envs.navigation:Navigation2DEnv",
     vector_entry_point="omnirl.envs.navigation:Navigation2DVectorEnv",
     max_episode_steps=100,
 )
-register_family("navigation-2d", "omnirl/Navigation2D-v0", NAVIGATION_TASKS)
+register_family("navigation-2d", "omnirl/Navigation2D-v1", NAVIGATION_TASKS)
 
 # --- HalfCheetah velocity -------------------------------------------------------------------
 register(

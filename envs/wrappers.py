@@ -30,7 +30,7 @@ class TaskInObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         task_space: the family's task distribution.
 
     Example:
-        >>> env = TaskInObservation(gym.make("omnirl/Navigation2D-v0"), NAVIGATION_TASKS)
+        >>> env = TaskInObservation(gym.make("omnirl/Navigation2D-v1"), NAVIGATION_TASKS)
         >>> obs, _ = env.reset(seed=0)  # doctest: +SKIP
         >>> obs  # position (0, 0) then the goal drawn for this episode  # doctest: +SKIP
         array([ 0.   ,  0.   ,  0.137, -0.394], dtype=float32)

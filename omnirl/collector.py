@@ -115,7 +115,7 @@ class Collector:
         env_kwargs: passed to the env constructor.
 
     Example:
-        >>> collector = Collector("omnirl/Navigation2D-v0", seed=0)  # doctest: +SKIP
+        >>> collector = Collector("omnirl/Navigation2D-v1", seed=0)  # doctest: +SKIP
         >>> [episodes] = collector.collect(policy, tasks, episodes_per_task=20)  # doctest: +SKIP
     """
 

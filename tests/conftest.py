@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 
 import omnirl.envs  # noqa: E402,F401  (registers the families)
 
-FAMILY_IDS = ["omnirl/Navigation2D-v0", "omnirl/HalfCheetahVel-v0", "omnirl/HalfCheetahDir-v0"]
+FAMILY_IDS = ["omnirl/Navigation2D-v1", "omnirl/HalfCheetahVel-v0", "omnirl/HalfCheetahDir-v0"]
 
 
 @pytest.fixture

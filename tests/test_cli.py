@@ -21,7 +21,7 @@ def test_list_shows_every_family_with_tasks_and_horizon():
     result = runner.invoke(app, ["list"], terminal_width=200)
     assert result.exit_code == 0, result.output
     for name, env_id, tasks, horizon in [
-        ("navigation-2d", "omnirl/Navigation2D-v0", "goal ~ U[-0.5, 0.5]^2", "100"),
+        ("navigation-2d", "omnirl/Navigation2D-v1", "goal ~ U[-0.5, 0.5]^2", "100"),
         ("halfcheetah-vel", "omnirl/HalfCheetahVel-v0", "velocity ~ U[0, 2]", "200"),
         ("halfcheetah-dir", "omnirl/HalfCheetahDir-v0", "direction ~ {-1, 1}", "200"),
     ]:

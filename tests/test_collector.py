@@ -68,7 +68,7 @@ def test_shapes_masks_and_task_layout_on_known_lengths():
 def test_logp_is_the_behaviour_log_probability():
     policy = GaussianMLPPolicy(2, 2, hidden=(16,), init_std=0.3)
     tasks = [{"goal": [0.2, 0.3]}, {"goal": [-0.4, 0.1]}]
-    [episodes] = Collector("omnirl/Navigation2D-v0", seed=1).collect(policy, tasks, 3, horizon=20)
+    [episodes] = Collector("omnirl/Navigation2D-v1", seed=1).collect(policy, tasks, 3, horizon=20)
     with torch.no_grad():
         expected = policy(episodes.obs_TNO).log_prob(episodes.act_TNA).sum(-1) * episodes.valid_TN
     torch.testing.assert_close(episodes.logp_TN, expected, rtol=1e-5, atol=1e-5)
@@ -78,9 +78,9 @@ def test_each_task_runs_on_its_own_sub_envs_native():
     # Navigation's reward is -||next_obs - goal||: recompute it with each sub-env's task goal.
     tasks = [{"goal": [0.4, -0.3]}, {"goal": [-0.2, 0.25]}, {"goal": [0.0, 0.5]}]
     policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_std=0.05)
-    [episodes] = Collector("omnirl/Navigation2D-v0", seed=0).collect(policy, tasks, 5, horizon=30)
+    [episodes] = Collector("omnirl/Navigation2D-v1", seed=0).collect(policy, tasks, 5, horizon=30)
     goals_N2 = torch.tensor([tasks[b]["goal"] for b in episodes.task_N.tolist()])
-    pos_TN2 = episodes.obs_TNO[:-1] + episodes.act_TNA[:-1].clamp(-0.1, 0.1)
+    pos_TN2 = episodes.obs_TNO[:-1] + 0.1 * episodes.act_TNA[:-1].clamp(-1.0, 1.0)
     expected_TN = -(pos_TN2 - goals_N2).norm(dim=-1) * episodes.valid_TN[:-1]
     torch.testing.assert_close(episodes.rew_TN[:-1], expected_TN, rtol=1e-4, atol=1e-5)
 
@@ -122,7 +122,7 @@ def test_groups_with_shared_and_per_task_parameters():
         RolloutGroup(params=[own, shifted]),  # task 1 acts with a shifted mean
         RolloutGroup(params={"mean.bias": own["mean.bias"] - 0.05}),  # a partial dict for all tasks
     ]
-    plain, per_task, partial = Collector("omnirl/Navigation2D-v0", seed=0).collect(
+    plain, per_task, partial = Collector("omnirl/Navigation2D-v1", seed=0).collect(
         policy, tasks, 2, groups, horizon=4
     )
     assert plain.obs_TNO.shape == per_task.obs_TNO.shape == (4, 4, 2)
@@ -137,7 +137,7 @@ def test_groups_with_shared_and_per_task_parameters():
 
 def test_bad_collect_arguments():
     policy = GaussianMLPPolicy(2, 2, hidden=(8,))
-    collector = Collector("omnirl/Navigation2D-v0", seed=0)
+    collector = Collector("omnirl/Navigation2D-v1", seed=0)
     with pytest.raises(ValueError, match="one parameter set per task"):
         collector.collect(policy, [{"goal": [0, 0]}] * 2, 1, [RolloutGroup(params=[{}])])
     with pytest.raises(ValueError, match="at least one task"):
@@ -145,6 +145,6 @@ def test_bad_collect_arguments():
     with pytest.raises(ValueError, match="out of range"):
         collector.collect(policy, [{"goal": [2, 0]}], 1)
     with pytest.raises(ValueError, match="vectorization must be one of"):
-        Collector("omnirl/Navigation2D-v0", vectorization="threads").collect(
+        Collector("omnirl/Navigation2D-v1", vectorization="threads").collect(
             policy, [{"goal": [0, 0]}], 1
         )

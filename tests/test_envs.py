@@ -103,12 +103,13 @@ def test_native_vector_env_equals_single_envs(env_id, rng):
 
 def test_navigation_termination_and_autoreset():
     env = gym.make_vec(
-        "omnirl/Navigation2D-v0", num_envs=2, vectorization_mode="vector_entry_point"
+        "omnirl/Navigation2D-v1", num_envs=2, vectorization_mode="vector_entry_point"
     )
     goals = [[0.05, -0.05], [0.5, 0.5]]
     env.set_attr("task", [{"goal": g} for g in goals])
     obs, _ = env.reset(seed=0)
-    obs, reward, terminated, truncated, _ = env.step(np.array([[0.05, -0.05], [0.1, 0.1]]))
+    # Actions live in [-1, 1]^2 and move by a tenth of themselves; 1.5 is clipped to 1.
+    obs, reward, terminated, truncated, _ = env.step(np.array([[0.5, -0.5], [1.0, 1.5]]))
     np.testing.assert_allclose(reward, [0.0, -np.hypot(0.4, 0.4)], atol=1e-7)
     assert terminated.tolist() == [True, False] and not truncated.any()
     obs, reward, terminated, _, _ = env.step(np.zeros((2, 2)))
@@ -160,7 +161,7 @@ def test_tasks_persist_across_reset_and_autoreset(env_id, rng):
 
 
 BAD_TASKS = {
-    "omnirl/Navigation2D-v0": [
+    "omnirl/Navigation2D-v1": [
         ({}, "missing field 'goal'"),
         ({"goal": [0.1, 0.2], "speed": 1}, "unknown task field"),
         ({"goal": [0.1, 0.7]}, r"'goal'.*out of range.*U\[-0.5, 0.5\]\^2"),
@@ -224,7 +225,7 @@ def test_sample_tasks_reproducible_and_in_range():
     goals = np.array(
         [
             t["goal"]
-            for t in gym.make("omnirl/Navigation2D-v0").unwrapped.sample_tasks(
+            for t in gym.make("omnirl/Navigation2D-v1").unwrapped.sample_tasks(
                 200, np.random.default_rng(5)
             )
         ]

@@ -57,7 +57,7 @@ def test_wrapper_passes_both_env_checkers(env_id):
 
 def expected_reward(env_id, task, action, obs, info):
     """The family's reward for ``task`` computed from scratch (the drawn task must be in effect)."""
-    if env_id == "omnirl/Navigation2D-v0":  # the observation starts with the new position
+    if env_id == "omnirl/Navigation2D-v1":  # the observation starts with the new position
         return -np.linalg.norm(obs[:2] - np.asarray(task["goal"]))
     ctrl = np.clip(action / 10.0, -1.0, 1.0)
     v = info["x_velocity"]
@@ -97,13 +97,13 @@ def test_wrapper_appends_the_drawn_task(env_id):
 
 
 def test_task_given_in_options_is_used():
-    env, space = wrapped("omnirl/Navigation2D-v0")
+    env, space = wrapped("omnirl/Navigation2D-v1")
     task = {"goal": [0.3, -0.4]}
     for seed in (None, 5):
         obs, _ = env.reset(seed=seed, options={"task": task})
         assert env.get_wrapper_attr("task") == task
         np.testing.assert_allclose(obs, [0.0, 0.0, 0.3, -0.4], rtol=1e-6)
-        obs, reward, *_ = env.step(np.array([0.1, -0.1]))
+        obs, reward, *_ = env.step(np.array([1.0, -1.0]))  # moves by (0.1, -0.1)
         assert reward == pytest.approx(-math.hypot(0.2, 0.3), rel=1e-6)
     with pytest.raises(ValueError, match="goal"):
         env.reset(options={"task": {"goal": [2.0, 0.0]}})
@@ -126,17 +126,17 @@ def test_optimal_return_by_hand():
 def test_optimal_return_matches_the_env_and_beats_other_policies(rng):
     goals = rng.uniform(-0.5, 0.5, size=(5, 2))
     best = optimal_return(goals, 100)
-    env = gym.make("omnirl/Navigation2D-v0")
+    env = gym.make("omnirl/Navigation2D-v1")
     for goal, value in zip(goals, best, strict=True):
         for kind in ("greedy", "slow", "noisy"):
             pos, _ = env.reset(options={"task": {"goal": goal.tolist()}})
             total, done = 0.0, False
             while not done:
-                action = np.clip(goal - pos, -0.1, 0.1)
+                action = np.clip((goal - pos) / 0.1, -1.0, 1.0)
                 if kind == "slow":
                     action = 0.8 * action
                 elif kind == "noisy":
-                    action = action + rng.normal(0, 0.02, 2)
+                    action = action + rng.normal(0, 0.2, 2)
                 pos, reward, terminated, truncated, _ = env.step(action)
                 total += reward
                 done = terminated or truncated
