@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -258,6 +259,11 @@ def train(
     _run_training(trainer, progress)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Signal handler: raise ``KeyboardInterrupt`` in the main thread, as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def _run_training(trainer: Any, progress: bool) -> None:
     from omnirl.trainer import TrainingError
 
@@ -266,12 +272,17 @@ def _run_training(trainer: Any, progress: bool) -> None:
         f"[bold]{cfg.agent}[/] on [bold]{cfg.family}[/], seed {cfg.seed}: "
         f"run folder {trainer.run_dir}",
         highlight=False,
+        soft_wrap=True,
     )
     # A trainer may say what its bar shows (the supervised ones: loss and MSE, not returns).
     stats_of = getattr(trainer, "progress_stats", _rl_stats)
     bar, update = (
         _progress_bar(cfg.iterations, trainer.iteration, stats_of) if progress else (None, None)
     )
+    # SIGTERM (kill, a scheduler's time limit) stops the run like Ctrl-C: `latest.pt` holds the
+    # last finished iteration, and the user is told how to continue. Background jobs of a
+    # non-interactive shell ignore SIGINT, so SIGTERM is their way to stop a run.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if bar is not None:
             with bar:
@@ -282,11 +293,20 @@ def _run_training(trainer: Any, progress: bool) -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
-        err_console.print(f"interrupted; continue with: omnirl train --resume {trainer.run_dir}")
+        err_console.print(
+            f"interrupted; continue with: omnirl train --resume {trainer.run_dir}",
+            highlight=False,
+            soft_wrap=True,  # never break the command inside the path
+        )
         raise typer.Exit(code=130) from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         trainer.close()
-    console.print(f"done: {trainer.iteration} iterations in {trainer.run_dir}", highlight=False)
+    console.print(
+        f"done: {trainer.iteration} iterations in {trainer.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _run_result(

@@ -94,7 +94,8 @@ def test_resume_is_bit_identical(tmp_path, agent):
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
 
 
-def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
+def start_long_run(tmp_path, **popen):
+    """A smoke training run in a child process, once its first ``latest.pt`` exists."""
     cmd = [
         sys.executable,
         "-m",
@@ -107,17 +108,21 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
         "--set",
         f"run_dir={tmp_path}",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, **popen)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+        if runs and (runs[0] / "checkpoints" / "latest.pt").exists():
+            return proc, runs[0] / "checkpoints" / "latest.pt"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise AssertionError("no checkpoint written")
+
+
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
+    proc, latest = start_long_run(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        latest = None
-        while time.time() < deadline:
-            runs = [p for p in tmp_path.iterdir() if p.is_dir()]
-            if runs and (runs[0] / "checkpoints" / "latest.pt").exists():
-                latest = runs[0] / "checkpoints" / "latest.pt"
-                break
-            time.sleep(0.05)
-        assert latest is not None, "no checkpoint written"
         time.sleep(0.5)  # checkpoints are written every iteration: kill somewhere in between
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -129,6 +134,25 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint(tmp_path):
     resumed.train()
     assert resumed.iteration == state["iteration"] + 1
     assert not list(latest.parent.glob(".*.tmp"))
+
+
+def test_sigterm_stops_like_ctrl_c_and_names_the_resume_command(tmp_path):
+    proc, latest = start_long_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    run_dir = latest.parent.parent
+    assert proc.returncode == 130
+    assert f"continue with: omnirl train --resume {run_dir}\n" in err.decode()  # one line
+    assert "Traceback" not in err.decode()
+    state = checkpoint.load(latest)
+    resumed = Trainer.resume(run_dir, iterations=state["iteration"] + 1)
+    resumed.train()
+    assert resumed.iteration == state["iteration"] + 1
 
 
 @pytest.mark.parametrize(
