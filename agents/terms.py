@@ -157,32 +157,46 @@ class MetaTerm:
         KL's Hessian in ``theta'_b``): the term with the inner step's second derivatives is
         multiplied by ``d KL / d theta'``, which is zero there. So a product needs two
         Hessian-vector products of the inner loss and one Fisher product, instead of
-        differentiating the whole second-order graph again (third derivatives). Exact, or
-        estimated on every ``stride``-th time step; ``None`` (generic route) for more than one
-        inner step.
+        differentiating the whole second-order graph again (third derivatives). ``None``
+        (generic route) for more than one inner step.
+
+        With ``stride > 1`` the point stays exact and only the averages are estimated: every
+        task is adapted on its *full* support, so ``theta'_b`` is the point the old policy was
+        recorded at (the KL and its gradient are zero there), while ``F_b`` averages over every
+        ``stride``-th query step and ``H_Sb`` over every ``stride``-th support step. Adapting on
+        the strided support instead would move ``theta'_b`` and take the curvature elsewhere.
         """
         if len(self.inner_lrs) != 1:
             return None
-        lr, support, query = self.inner_lrs[0], self.support.every(stride), self.query.every(stride)
-        second_order = not self.first_order
+        lr, second_order = self.inner_lrs[0], not self.first_order
         params = flow_params(policy, self.flow)
-        theta_B = task_params(params, support.num_tasks)
-        dist = task_dist(policy, theta_B, support.obs_BTKO, self.flow)
-        loss = task_surrogate(dist, support, self.ratio_cap).sum()
-        grads_B = torch.autograd.grad(loss, list(theta_B.values()), create_graph=second_order)
+        theta_B = task_params(params, self.support.num_tasks)
+
+        def support_grads(support: TaskBatch, create_graph: bool) -> tuple[torch.Tensor, ...]:
+            dist = task_dist(policy, theta_B, support.obs_BTKO, self.flow)
+            loss = task_surrogate(dist, support, self.ratio_cap).sum()
+            return torch.autograd.grad(loss, list(theta_B.values()), create_graph=create_graph)
+
+        full_grads_B = support_grads(self.support, create_graph=second_order and stride == 1)
         adapted = {
             name: (p - lr * g).detach().requires_grad_()
-            for (name, p), g in zip(theta_B.items(), grads_B, strict=True)
+            for (name, p), g in zip(theta_B.items(), full_grads_B, strict=True)
         }
+        query = self.query.every(stride)
         dist = task_dist(policy, adapted, query.obs_BTKO, self.flow)
         old = every_step(self._old, stride, time_axis=1)
         kl = mean_kl(old, dist, query.valid_BTK, TASK_DIMS).mean()
         fisher = kl_hessian_product(kl, adapted)
 
-        inner_hessian = gradient_product(grads_B, theta_B)  # H_Sb v_b for every task at once
+        inner_hessian = None  # first order: J_b = I
+        if second_order:
+            # H_Sb v_b for every task at once, from the (strided) support's gradient graph.
+            strided = self.support.every(stride)
+            grads_B = full_grads_B if stride == 1 else support_grads(strided, create_graph=True)
+            inner_hessian = gradient_product(grads_B, theta_B)
 
         def jacobian(v_B: Vector) -> Vector:  # J_b v_b = v_b - alpha H_Sb v_b (J symmetric)
-            if not second_order:
+            if inner_hessian is None:
                 return v_B
             hv = inner_hessian(v_B)
             return {name: v_B[name] - lr * hv[name] for name in v_B}

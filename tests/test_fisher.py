@@ -102,3 +102,73 @@ def test_more_inner_steps_fall_back_to_double_backward():
     agent.terms = {"meta": MetaTerm("meta", support, query, [0.3, 0.15])}
     agent.objective(create_graph=True)
     assert agent.fisher_product() is None
+
+
+def blocky(batch, stride):
+    """``batch`` with every block of ``stride`` time steps a copy of its first step.
+
+    Every strided average of such a batch equals the full average exactly, so products
+    estimated on every ``stride``-th step must equal the exact ones.
+    """
+    return PGBatch(*(x[::stride].repeat_interleave(stride, 0) for x in batch[:5]), batch[5])
+
+
+def structured_and_exact(agent, terms, stride, seed=0):
+    """The stride-``stride`` structured product and double backward through the full KL."""
+    agent.terms = terms
+    params = list(agent.policy.parameters())
+    kl = agent.objective(create_graph=True)[1]
+    v = torch.randn(
+        sum(p.numel() for p in params),
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+    )
+    exact = hessian_vector_product(kl, params, 0.0)(v)
+    agent.cfg = agent.cfg.__class__(**{**agent.cfg.__dict__, "fvp_stride": stride})
+    return agent.fisher_product()(v), exact
+
+
+def test_strided_product_adapts_on_the_full_support():
+    # First order (J = I) with a blocky query: the strided Fisher average is exact, so the
+    # product equals the exact one if and only if theta' is adapted on the whole support.
+    agent = omni_agent()
+    T, stride = 40, 10
+    support = batch_for(agent.policy, "meta", 1, T=T).by_task()
+    query = blocky(batch_for(agent.policy, "meta", 2, T=T), stride).by_task()
+    terms = {"meta": MetaTerm("meta", support, query, [0.4], first_order=True)}
+    strided, exact = structured_and_exact(agent, terms, stride)
+    torch.testing.assert_close(strided, exact, rtol=1e-7, atol=1e-9)
+    assert exact.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("stride", [1, 10])
+def test_strided_omni_product_equals_double_backward_on_blocky_data(stride):
+    # Second order, all four omni terms: with blocky data every strided average is exact.
+    agent = omni_agent()
+    T = 40
+    pre, support, query = (
+        blocky(batch_for(agent.policy, f, s, T=T), 10)
+        for f, s in (("pre", 3), ("meta", 4), ("meta", 5))
+    )
+    terms = {
+        "pre": PretrainTerm("pre", pre),
+        "meta": MetaTerm("meta", support.by_task(), query.by_task(), [0.3]),
+        "joint_pre": PretrainTerm("joint", pre, 1.2),
+        "joint_meta": MetaTerm("joint", support.by_task(), query.by_task(), [0.3], False, 1.2),
+    }
+    strided, exact = structured_and_exact(agent, terms, stride, seed=2)
+    torch.testing.assert_close(strided, exact, rtol=1e-7, atol=1e-9)
+    assert exact.abs().max() > 1e-3
+
+
+def test_strided_product_estimates_the_exact_one():
+    # On ordinary data the stride-10 product is an estimate from a tenth of the steps: close
+    # to the exact product, not equal to it.
+    agent = omni_agent()
+    T = 200
+    support = batch_for(agent.policy, "meta", 1, T=T).by_task()
+    query = batch_for(agent.policy, "meta", 2, T=T).by_task()
+    terms = {"meta": MetaTerm("meta", support, query, [0.4])}
+    strided, exact = structured_and_exact(agent, terms, 10, seed=3)
+    cosine = torch.nn.functional.cosine_similarity(strided, exact, dim=0)
+    assert 0.9 < cosine < 1 - 1e-9
