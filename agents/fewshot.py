@@ -1,23 +1,19 @@
-"""Few-shot classification learners on a tri-flow Omni conv backbone (Shu et al., Omni-Training).
-
-The backbone is the Conv-4 of ProtoNet and of Chen et al.'s Baseline (4 blocks of 3x3 conv,
-batch norm, ReLU, 2x2 max-pool), with every 3x3 convolution an Omni-Layer: a joint 3x3 kernel
-shared by all flows plus a 1x1 branch per parallel flow, and a batch norm per flow::
-
-    joint flow:  x_l = pool(relu(BN_joint(conv3(x_{l-1}))))
-    pre flow:    x_l = pool(relu(BN_pre(conv3(x_{l-1}) + conv1_pre(x_{l-1}))))
-    meta flow:   x_l = pool(relu(BN_meta(conv3(x_{l-1}) + conv1_meta(x_{l-1}))))
-
-The branches start at zero and the heads as copies, so every flow starts as the same network.
+"""Few-shot classification learners on the tri-flow Omni conv backbone (Shu et al., Omni-Training).
 
 Learning rules: ``omni`` (pre flow = Baseline: linear classifier + cross-entropy; meta flow =
 ProtoNet; joint flow trained with both; EMA self-distillation), ``pretrain`` (Baseline alone),
-``protonet`` (ProtoNet alone) and ``joint`` (one plain network trained on both losses).
+``protonet`` (ProtoNet alone) and ``joint`` (one plain network trained on both losses). The
+backbone and the classifiers are in :mod:`omnirl.agents.fewshot_net`.
+
+Every learner is an :class:`omnirl.learner.Learner` of kind ``fewshot``: ``update(draw)`` takes
+one training draw of uint8 arrays (``omnirl.envs.fewshot.TrainingDraw``: a batch and/or an
+episode), makes the tensors and takes one Adam step. At test time a learner embeds images
+(:meth:`FewShotLearner.embed`) and classifies episodes of features
+(:meth:`FewShotLearner.classify`) with prototypes or a fine-tuned linear layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -25,108 +21,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from omnirl.agents.fewshot_net import (
+    OmniConvNet,
+    accuracy,
+    as_input,
+    episode_labels,
+    finetune_predictions,
+    protonet_loss,
+    prototype_predictions,
+)
 from omnirl.agents.omni_net import FLOWS
 from omnirl.ema import EMATeacher, TeacherState
-from omnirl.fewshot.classify import accuracy, as_input, protonet_loss
+from omnirl.optim import adam_step
 from omnirl.pg import distill_loss
-
-
-# -------------------------------------------------------------------------------- network
-class OmniConv2d(nn.Module):
-    """A 3x3 convolution shared by all flows plus a zero-initialised 1x1 branch per other flow.
-
-    Args:
-        c_in: input channels.
-        c_out: output channels.
-        branches: the flows that get a 1x1 branch (none: a plain 3x3 convolution).
-    """
-
-    def __init__(self, c_in: int, c_out: int, branches: Sequence[str] = ("pre", "meta")):
-        super().__init__()
-        # No biases: a batch norm follows every convolution.
-        self.joint = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.branch = nn.ModuleDict(
-            {flow: nn.Conv2d(c_in, c_out, 1, bias=False) for flow in branches}
-        )
-        for conv in self.branch.values():
-            nn.init.zeros_(conv.weight)
-
-    def forward(self, x: torch.Tensor, flow: str) -> torch.Tensor:
-        """``conv3(x)``, plus ``flow``'s 1x1 branch if it has one."""
-        if flow not in self.branch:
-            return self.joint(x)
-        # conv3(x; W) + conv1(x; V) = conv3(x; W + V at the kernel centre) (RepVGG's fold): a
-        # branch flow costs one 3x3 convolution, like the joint flow, and gradients reach both.
-        weight = self.joint.weight + F.pad(self.branch[flow].weight, (1, 1, 1, 1))
-        return F.conv2d(x, weight, padding=1)
-
-
-class OmniConvBlock(nn.Module):
-    """Omni 3x3 convolution, a batch norm per flow, ReLU, 2x2 max-pool."""
-
-    def __init__(self, c_in: int, c_out: int, flows: Sequence[str]):
-        super().__init__()
-        self.conv = OmniConv2d(c_in, c_out, [f for f in flows if f != "joint"])
-        self.norm = nn.ModuleDict({flow: nn.BatchNorm2d(c_out) for flow in flows})
-
-    def forward(self, x: torch.Tensor, flow: str) -> torch.Tensor:
-        """The block's output for ``flow``."""
-        return F.max_pool2d(F.relu(self.norm[flow](self.conv(x, flow))), 2)
-
-
-class OmniConvNet(nn.Module):
-    """Conv-4 backbone with flows ``flows`` and a linear classifier head per flow in ``heads``.
-
-    With ``flows=("joint",)`` it is the plain Conv-4 (no branches, one batch norm per block),
-    the backbone of the single-paradigm baselines.
-
-    Args:
-        num_classes: classes of the linear heads (the training classes).
-        image_size: input height and width.
-        channels: output channels of each block (Conv-4: 64, 64, 64, 64).
-        in_channels: image channels.
-        flows: the flows, ``FLOWS`` for the tri-flow Omni-Net.
-        heads: flows that get a linear classifier head (ProtoNet flows need none).
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        image_size: int,
-        channels: Sequence[int] = (64, 64, 64, 64),
-        in_channels: int = 3,
-        flows: Sequence[str] = FLOWS,
-        heads: Sequence[str] = ("joint", "pre"),
-    ):
-        super().__init__()
-        self.flows = tuple(flows)
-        sizes = [in_channels, *channels]
-        self.blocks = nn.ModuleList(
-            OmniConvBlock(c_in, c_out, self.flows)
-            for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        side = image_size
-        for _ in channels:
-            side //= 2  # each max-pool halves (floors) the side
-        if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for {len(channels)} blocks")
-        self.feature_dim = channels[-1] * side * side
-        self.heads = nn.ModuleDict({f: nn.Linear(self.feature_dim, num_classes) for f in heads})
-        for flow in heads[1:]:  # every flow starts as the same classifier
-            self.heads[flow].load_state_dict(self.heads[heads[0]].state_dict())
-
-    def features(self, images: torch.Tensor, flow: str = "joint") -> torch.Tensor:
-        """Flattened features (N, feature_dim) of ``flow`` for images (N, C, H, W)."""
-        if flow not in self.flows:
-            raise ValueError(f"flow must be one of {', '.join(self.flows)}; got {flow!r}")
-        x = images
-        for block in self.blocks:
-            x = block(x, flow)
-        return x.flatten(1)
-
-    def forward(self, images: torch.Tensor, flow: str = "joint") -> torch.Tensor:
-        """Class logits of ``flow``'s linear head."""
-        return self.heads[flow](self.features(images, flow))
 
 
 # ---------------------------------------------------------------------------------- data
@@ -161,6 +68,17 @@ class EpisodeBatch(NamedTuple):
         )
 
 
+def as_tensors(draw: Any) -> tuple[Batch | None, EpisodeBatch | None]:
+    """A training draw's uint8 arrays (``omnirl.envs.fewshot.TrainingDraw``) as network input."""
+    batch = episode = None
+    if draw.batch is not None:
+        batch = Batch(as_input(draw.batch.images_NCHW), torch.from_numpy(draw.batch.labels_N))
+    if draw.episode is not None:
+        ep = draw.episode
+        episode = EpisodeBatch(as_input(ep.images_NCHW), ep.way, ep.shot, ep.queries)
+    return batch, episode
+
+
 def pretrain_loss(
     net: nn.Module, batch: Batch, flow: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,8 +96,7 @@ def episode_loss(
     """
     support, query = episode.split(net.features(episode.images, flow))
     loss, logits = protonet_loss(support, query)
-    labels = torch.arange(episode.way).repeat_interleave(episode.queries)
-    return loss, logits, accuracy(logits, labels)
+    return loss, logits, accuracy(logits, episode_labels(episode.way, episode.queries))
 
 
 def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -198,8 +115,9 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
 class FewShotLearner:
     """A few-shot learning rule around one network, trained with Adam.
 
-    Subclasses define :meth:`objective`. Attributes say what a training step needs
-    (``uses_batch``: a pre-training batch, ``uses_episode``: an episode) and how to test a flow.
+    Subclasses define :meth:`objective`. Attributes say what a training draw holds
+    (``uses_batch``: a pre-training batch, ``uses_episode``: an episode) and how a flow is
+    tested (:meth:`classifier`). A plain Conv-4 is the joint flow alone (``model_flows``).
 
     Args:
         cfg: the few-shot config (``omnirl.fewshot.config.FewShotConfig``).
@@ -207,16 +125,26 @@ class FewShotLearner:
     """
 
     name: ClassVar[str] = ""
-    flows: ClassVar[tuple[str, ...]] = ("joint",)
+    kind: ClassVar[str] = "fewshot"
+    model_flows: ClassVar[tuple[str, ...]] = ("joint",)
     heads: ClassVar[tuple[str, ...]] = ()
-    eval_flow: ClassVar[str] = "joint"
+    eval_flow: ClassVar[str | None] = "joint"
+    adapts: ClassVar[bool] = True  # to each test episode's support set (prototypes or fine-tuning)
+    trains: ClassVar[bool] = True
     uses_batch: ClassVar[bool] = False
     uses_episode: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, num_classes: int):
         self.cfg = cfg
-        self.net = OmniConvNet(num_classes, cfg.image_size, cfg.channels, 3, self.flows, self.heads)
+        self.net = OmniConvNet(
+            num_classes, cfg.image_size, cfg.channels, 3, self.model_flows, self.heads
+        )
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+
+    @property
+    def flows(self) -> tuple[str | None, ...]:
+        """The network's flows (``("joint",)`` for a plain Conv-4)."""
+        return self.net.flows
 
     def classifier(self, flow: str) -> str:
         """How ``flow`` is tested: ``"finetune"`` (new linear layer) or ``"protonet"``."""
@@ -225,24 +153,42 @@ class FewShotLearner:
     def objective(
         self, batch: Batch | None, episode: EpisodeBatch | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss to minimise and the metrics to log."""
+        """The loss to minimise and the metrics to log (``train/<term>_<loss>``)."""
         raise NotImplementedError
 
-    def step(self, batch: Batch | None, episode: EpisodeBatch | None) -> dict[str, float]:
-        """One Adam step on :meth:`objective`; returns the metrics (``train/...``).
+    def update(self, data: Any) -> dict[str, float]:
+        """One Adam step on :meth:`objective` for one training draw; the metrics (``train/...``).
+
+        Args:
+            data: an ``omnirl.envs.fewshot.TrainingDraw`` (uint8 images; tensors are made here).
 
         Raises:
             FloatingPointError: the loss is not finite (nothing is updated).
         """
         self.net.train()
-        loss, metrics = self.objective(batch, episode)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()}")
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        # Training-mode forwards move batch-norm statistics: kept to restore on a bad loss.
+        saved = [b.clone() for b in self._buffers()]
+        loss, metrics = self.objective(*as_tensors(data))
+        try:
+            grad_norm = adam_step(self.optimizer, loss, list(self.net.parameters()))
+        except FloatingPointError:
+            with torch.no_grad():
+                for buffer, old in zip(self._buffers(), saved, strict=True):
+                    buffer.copy_(old)
+            raise
         self.after_step()
-        return {"train/loss": loss.item(), **{k: float(v) for k, v in metrics.items()}}
+        return {
+            "train/loss": loss.item(),
+            "train/grad_norm": grad_norm,
+            **{k: float(v) for k, v in metrics.items()},
+        }
+
+    def modules(self) -> list[nn.Module]:
+        """The networks a training step runs (their batch-norm statistics move in it)."""
+        return [self.net]
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for module in self.modules() for b in module.buffers()]
 
     def after_step(self) -> None:
         """Hook after every optimizer step (the EMA teacher's update)."""
@@ -259,6 +205,22 @@ class FewShotLearner:
         return torch.cat(
             [self.net.features(as_input(images_NCHW[i : i + chunk]), flow) for i in parts]
         )
+
+    def classify(
+        self,
+        support_EWKD: torch.Tensor,
+        query_EWQD: torch.Tensor,
+        flow: str,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The label (E, W*Q) of every query of E episodes of ``flow``'s features, as tested.
+
+        Rows are class-major (query ``w * Q + q`` is of class ``w``). ``generator`` seeds the
+        fine-tuned layers (:func:`~omnirl.agents.fewshot_net.finetune_predictions`).
+        """
+        if self.classifier(flow) == "finetune":
+            return finetune_predictions(support_EWKD, query_EWQD, generator)
+        return prototype_predictions(support_EWKD, query_EWQD)
 
     def state_dict(self) -> dict[str, Any]:
         """Network and optimizer."""
@@ -290,7 +252,7 @@ class PretrainLearner(FewShotLearner):
 
     def objective(self, batch, episode):  # noqa: D102
         loss, _, acc = pretrain_loss(self.net, batch, "joint")
-        return loss, {"train/loss_pre": loss.detach(), "train/accuracy_pre": acc}
+        return loss, {"train/pre_ce": loss.detach(), "train/pre_accuracy": acc}
 
 
 class ProtoNetLearner(FewShotLearner):
@@ -305,7 +267,7 @@ class ProtoNetLearner(FewShotLearner):
 
     def objective(self, batch, episode):  # noqa: D102
         loss, _, acc = episode_loss(self.net, episode, "joint")
-        return loss, {"train/loss_meta": loss.detach(), "train/accuracy_meta": acc}
+        return loss, {"train/meta_ce": loss.detach(), "train/meta_accuracy": acc}
 
 
 class JointLearner(FewShotLearner):
@@ -323,10 +285,10 @@ class JointLearner(FewShotLearner):
         pre, _, acc_pre = pretrain_loss(self.net, batch, "joint")
         meta, _, acc_meta = episode_loss(self.net, episode, "joint")
         metrics = {
-            "train/loss_pre": pre.detach(),
-            "train/loss_meta": meta.detach(),
-            "train/accuracy_pre": acc_pre,
-            "train/accuracy_meta": acc_meta,
+            "train/pre_ce": pre.detach(),
+            "train/meta_ce": meta.detach(),
+            "train/pre_accuracy": acc_pre,
+            "train/meta_accuracy": acc_meta,
         }
         return pre + meta, metrics
 
@@ -342,10 +304,15 @@ class OmniLearner(TeacherState, FewShotLearner):
     - ``J_meta = L_meta + lambda R_meta``: the meta flow's ProtoNet loss on an episode,
       ``R_meta`` the same for its query probabilities ``softmax(-||f(x) - c||^2)`` (the teacher
       builds its own prototypes from the support set: its adaptation);
-    - ``L_joint``: the joint flow trained with both losses (its own linear head).
+    - ``L_joint = L_joint_pre + L_joint_meta``: the joint flow trained with both losses (its own
+      linear head).
 
-    The teacher follows the student, ``theta~ <- d theta~ + (1 - d) theta`` after every step.
-    Tested with the meta flow's prototypes by default; the pre flow is tested by fine-tuning.
+    Logged: every term (``train/pre_ce``, ``train/meta_ce``, ``train/joint_pre_ce``,
+    ``train/joint_meta_ce``), the unweighted ``R`` (``train/pre_distill``,
+    ``train/meta_distill``; lambda weighs them only inside ``train/loss``) and the training
+    accuracies. The teacher follows the student, ``theta~ <- d theta~ + (1 - d) theta`` after
+    every step. Tested with the meta flow's prototypes by default; the pre flow is tested by
+    fine-tuning.
 
     References:
         Shu, Cao, Gao, Wang, Yu, Long. "Omni-Training: Bridging Pre-Training and Meta-Training
@@ -354,7 +321,7 @@ class OmniLearner(TeacherState, FewShotLearner):
     """
 
     name = "omni"
-    flows = FLOWS
+    model_flows = FLOWS
     heads = ("joint", "pre")
     eval_flow = "meta"
     uses_batch = uses_episode = True
@@ -371,21 +338,23 @@ class OmniLearner(TeacherState, FewShotLearner):
         weight = self.cfg.distill_weight
         pre, pre_logits, acc_pre = pretrain_loss(self.net, batch, "pre")
         meta, meta_logits, acc_meta = episode_loss(self.net, episode, "meta")
-        joint_pre, _, _ = pretrain_loss(self.net, batch, "joint")
-        joint_meta, _, acc_joint = episode_loss(self.net, episode, "joint")
+        joint_pre, _, acc_joint_pre = pretrain_loss(self.net, batch, "joint")
+        joint_meta, _, acc_joint_meta = episode_loss(self.net, episode, "joint")
         teacher_pre, teacher_meta = self._teacher_outputs(batch, episode)
         r_pre = consistency_loss(pre_logits, teacher_pre)
         r_meta = consistency_loss(meta_logits, teacher_meta)
         loss = (pre + weight * r_pre) + (meta + weight * r_meta) + (joint_pre + joint_meta)
         metrics = {
-            "train/loss_pre": pre.detach(),
-            "train/loss_meta": meta.detach(),
-            "train/loss_joint": (joint_pre + joint_meta).detach(),
-            "train/distill_pre": r_pre.detach(),
-            "train/distill_meta": r_meta.detach(),
-            "train/accuracy_pre": acc_pre,
-            "train/accuracy_meta": acc_meta,
-            "train/accuracy_joint": acc_joint,
+            "train/pre_ce": pre.detach(),
+            "train/meta_ce": meta.detach(),
+            "train/joint_pre_ce": joint_pre.detach(),
+            "train/joint_meta_ce": joint_meta.detach(),
+            "train/pre_distill": r_pre.detach(),
+            "train/meta_distill": r_meta.detach(),
+            "train/pre_accuracy": acc_pre,
+            "train/meta_accuracy": acc_meta,
+            "train/joint_pre_accuracy": acc_joint_pre,
+            "train/joint_meta_accuracy": acc_joint_meta,
         }
         return loss, metrics
 
@@ -408,6 +377,10 @@ class OmniLearner(TeacherState, FewShotLearner):
             return teacher(batch.images, "pre"), meta_logits
         finally:
             teacher.eval()
+
+    def modules(self) -> list[nn.Module]:
+        """The student and the EMA teacher (its forward runs in training mode)."""
+        return [self.net, self.teacher.module]
 
     def after_step(self) -> None:
         """Move the EMA teacher towards the student."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from omnirl.agents.base import Agent, Tasks, mean_return
-from omnirl.agents.terms import MetaTerm, PretrainTerm
-from omnirl.collector import Collector, RolloutGroup
+from omnirl.agents.base import Agent, mean_return
+from omnirl.agents.objective import MetaTerm, Objective, PretrainTerm
+from omnirl.collector import RolloutGroup
+from omnirl.learner import TaskDraw
 
 
 class JointAgent(Agent):
@@ -17,8 +18,9 @@ class JointAgent(Agent):
 
     name = "joint"
 
-    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+    def update(self, draw: TaskDraw) -> dict[str, float]:
         """Collect P and S in one pass, adapt, collect Q, step on ``L_pre + L_meta``."""
+        collector, tasks, seed = draw
         pre_eps, support_eps = self.collect(
             collector, tasks, [RolloutGroup(), RolloutGroup()], seed
         )
@@ -35,7 +37,8 @@ class JointAgent(Agent):
                 self.cfg.first_order,
             ),
         }
-        metrics = self.update(terms)
+        # Both terms use the one plain flow: the trust region bounds their mean KL.
+        metrics = self.outer_step(Objective(self.policy, terms))
         metrics["rollout/return_pre"] = mean_return(support_eps)
         metrics["rollout/return_post"] = mean_return(query_eps)
         return metrics

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from omnirl.agents.base import Agent, Tasks, mean_return
-from omnirl.agents.terms import MetaTerm
-from omnirl.collector import Collector, RolloutGroup
+from omnirl.agents.base import Agent, mean_return
+from omnirl.agents.objective import MetaTerm, Objective
+from omnirl.collector import RolloutGroup
+from omnirl.learner import TaskDraw
 
 
 class MAMLAgent(Agent):
@@ -20,15 +21,17 @@ class MAMLAgent(Agent):
 
     name = "maml"
 
-    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+    def update(self, draw: TaskDraw) -> dict[str, float]:
         """Collect S, adapt, collect Q, and take the meta step."""
+        collector, tasks, seed = draw
         [support_eps] = self.collect(collector, tasks, [RolloutGroup()], seed)
         support = self.batch(support_eps).by_task()
         adapted = self.adapted_for_rollouts(support, None)
         [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
         query = self.batch(query_eps).by_task()
         term = MetaTerm(None, support, query, self.inner_lrs, self.cfg.first_order)
-        metrics = self.update({"meta": term})
+        # The old policy (the trust region's centre) is fixed here, before the step.
+        metrics = self.outer_step(Objective(self.policy, {"meta": term}))
         metrics["rollout/return_pre"] = mean_return(support_eps)
         metrics["rollout/return_post"] = mean_return(query_eps)
         return metrics

@@ -6,12 +6,14 @@ from typing import Any
 
 import torch
 
-from omnirl.agents.base import Agent, Tasks, mean_return
+from omnirl.agents.base import Agent, mean_return
+from omnirl.agents.objective import MetaTerm, Objective, PretrainTerm, Term
 from omnirl.agents.omni_net import OmniNetPolicy
-from omnirl.agents.terms import MetaTerm, PretrainTerm
-from omnirl.collector import Collector, RolloutGroup
+from omnirl.collector import RolloutGroup
 from omnirl.ema import EMATeacher, TeacherState
-from omnirl.maml import adapt_tasks, detached, flow_params
+from omnirl.functional import detached, flow_params
+from omnirl.learner import TaskDraw
+from omnirl.maml import adapt_tasks
 from omnirl.pg import PGBatch, TaskBatch, task_dist
 
 
@@ -42,8 +44,9 @@ class OmniAgent(TeacherState, Agent):
         cfg = self.cfg
         return OmniNetPolicy(obs_dim, act_dim, cfg.hidden_sizes, cfg.branch_rank, cfg.init_std)
 
-    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+    def update(self, draw: TaskDraw) -> dict[str, float]:
         """Pass 1: P (pre flow) and S (meta flow); pass 2: Q (adapted meta flow); one step."""
+        collector, tasks, seed = draw
         own = self.cfg.joint_rollouts == "own"
         groups = [RolloutGroup("pre"), RolloutGroup("meta")]
         groups += [RolloutGroup("joint"), RolloutGroup("joint")] if own else []
@@ -64,7 +67,7 @@ class OmniAgent(TeacherState, Agent):
             terms.update(self._joint_terms(self.batch(first[2]), joint_support, joint_query))
         else:
             terms.update(self._joint_terms(pre, support, query, 1.0 + self.cfg.importance_clip))
-        metrics = self.update(terms)
+        metrics = self.outer_step(Objective(self.policy, terms, self.loss_weights))
         self.teacher.update(self.policy)
         metrics["rollout/return_pre"] = mean_return(first[1])
         metrics["rollout/return_post"] = mean_return(second[0])
@@ -79,7 +82,7 @@ class OmniAgent(TeacherState, Agent):
 
     def _distilled_terms(
         self, pre: PGBatch, support: TaskBatch, query: TaskBatch
-    ) -> dict[str, Any]:
+    ) -> dict[str, Term]:
         cfg, teacher = self.cfg, self.teacher.module
         # The teacher adapts with its own first-order inner step; it never receives gradients.
         teacher_params = detached(flow_params(teacher, "meta"))
@@ -107,7 +110,7 @@ class OmniAgent(TeacherState, Agent):
         support: TaskBatch,
         query: TaskBatch,
         ratio_cap: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Term]:
         lrs, first_order = self.inner_lrs, self.cfg.first_order
         return {
             "joint_pre": PretrainTerm("joint", pre, ratio_cap),

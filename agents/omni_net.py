@@ -11,7 +11,7 @@ Each flow has its own Gaussian head. The branches' second factors start at zero 
 start as copies, so at initialisation the three flows are the same policy. One ordinary
 ``forward`` serves every flow; MAML evaluates it with adapted parameters through
 ``torch.func.functional_call``. :class:`OmniNet` holds the flow logic with any head; the
-policy puts Gaussian heads on it, the sinusoid regressor (``omnirl.agents.regression``)
+policy puts Gaussian heads on it, the sinusoid regressor (``omnirl.agents.sinusoid_net``)
 linear ones.
 """
 
@@ -85,7 +85,7 @@ class OmniNet(nn.Module):
     """Omni-Layers (tanh) with one head per flow; the heads start as copies of the joint one.
 
     The flow-generic part of every Omni-Net: the policy below puts Gaussian heads on it, the
-    sinusoid regressor (``omnirl.agents.regression``) linear ones. ``forward(x, flow)`` returns
+    sinusoid regressor (``omnirl.agents.sinusoid_net``) linear ones. ``forward(x, flow)`` returns
     whatever the head returns.
 
     Args:

@@ -21,6 +21,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 from omnirl import registry
 from omnirl.collector import make_vector_env
+from omnirl.learner import TaskDraw
 from omnirl.timing import timed
 
 Tasks = Sequence[dict[str, Any]]
@@ -122,6 +123,7 @@ class OracleAgent:
     """
 
     name: ClassVar[str] = "oracle"
+    kind: ClassVar[str] = "rl"
     trains: ClassVar[bool] = True
     adapts: ClassVar[bool] = False  # evaluation calls task_returns instead of adapting
     eval_flow: ClassVar[str | None] = None
@@ -151,6 +153,11 @@ class OracleAgent:
         self.step_target = 0  # env steps the iterations so far asked for
         self._model: Any = None
         self._monitors: list[Any] = []
+
+    @property
+    def flows(self) -> tuple[str | None, ...]:
+        """A single flow, like a plain policy."""
+        return self.policy.flows
 
     # ------------------------------------------------------------------------- training
     @property
@@ -208,13 +215,14 @@ class OracleAgent:
         model.set_logger(Logger(folder=None, output_formats=[]))  # metrics go to the trainer
         return model
 
-    def iteration(self, collector: Any, tasks: Tasks, seed: int) -> dict[str, float]:
+    def update(self, draw: TaskDraw) -> dict[str, float]:
         """Run PPO for one iteration's env-step budget; return the trainer's metrics.
 
         ``tasks`` is unused (PPO draws a new task at every episode reset) and so is the collector,
         except for its env-step counter, which is advanced by PPO's steps so that the trainer's
         ``time/sps`` is right. ``seed`` seeds the PPO model when this process builds it.
         """
+        collector, tasks, seed = draw
         if self._model is None:
             self._model = self._build_model(seed)
         model = self._model

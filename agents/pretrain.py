@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from omnirl.agents.base import Agent, Tasks, mean_return
-from omnirl.agents.terms import PretrainTerm
-from omnirl.collector import Collector, RolloutGroup
+from omnirl.agents.base import Agent, mean_return
+from omnirl.agents.objective import Objective, PretrainTerm
+from omnirl.collector import RolloutGroup
+from omnirl.learner import TaskDraw
 
 
 class PretrainAgent(Agent):
@@ -19,9 +20,11 @@ class PretrainAgent(Agent):
 
     name = "pretrain"
 
-    def iteration(self, collector: Collector, tasks: Tasks, seed: int) -> dict[str, float]:
+    def update(self, draw: TaskDraw) -> dict[str, float]:
         """Collect P and step on ``L_pg(P)``."""
+        collector, tasks, seed = draw
         [episodes] = self.collect(collector, tasks, [RolloutGroup()], seed)
-        metrics = self.update({"pre": PretrainTerm(None, self.batch(episodes))})
+        objective = Objective(self.policy, {"pre": PretrainTerm(None, self.batch(episodes))})
+        metrics = self.outer_step(objective)
         metrics["rollout/return_pre"] = mean_return(episodes)
         return metrics

@@ -21,6 +21,7 @@ SECTIONS = [
     "sampling",
     "baseline",
     "inner_steps",
+    "objective",
     "outer_step",
     "trpo_gradient",
     "cg",

@@ -16,7 +16,12 @@ register(
     vector_entry_point="omnirl.envs.navigation:Navigation2DVectorEnv",
     max_episode_steps=100,
 )
-register_family("navigation-2d", "omnirl/Navigation2D-v1", NAVIGATION_TASKS)
+register_family(
+    "navigation-2d",
+    "omnirl/Navigation2D-v1",
+    NAVIGATION_TASKS,
+    optimum="omnirl.envs.navigation:optimal_task_returns",
+)
 
 # --- HalfCheetah velocity -------------------------------------------------------------------
 register(

@@ -9,7 +9,7 @@ drawn from U[-0.5, 0.5]^2 and every episode starts at (0, 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -141,3 +141,8 @@ def optimal_return(goals_N2: np.ndarray, horizon: int) -> np.ndarray:
         if not alive_N.any():
             break
     return return_N
+
+
+def optimal_task_returns(tasks: Sequence[Mapping[str, Any]], horizon: int) -> np.ndarray:
+    """:func:`optimal_return` of every task (the family's ``optimum`` entry point)."""
+    return optimal_return(np.array([task["goal"] for task in tasks], dtype=np.float64), horizon)

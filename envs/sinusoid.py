@@ -7,8 +7,9 @@ recover the whole wave. Tasks are dicts like the RL families' (``{"amplitude": 2
 
 Data sets are arrays named by shape, ``B`` tasks by ``N`` points: :func:`make_dataset` draws the
 fixed training set (30,000 tasks x 50 points in the paper's setting) or a test set from an
-explicit generator, and :func:`sample_batch` draws a meta-batch of support and query points from
-a data set. Everything is float32, ready for torch, but this module never imports it.
+explicit generator, and :func:`sample_batch` draws a :class:`MetaBatch` of support and query
+points from a data set: what a sinusoid learner's ``update`` takes. Everything is float32, ready
+for torch, but this module never imports it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -111,9 +112,18 @@ def _with_points(
     return SinusoidData(*(a.astype(np.float32) for a in (amplitude_B, phase_B, x_BN, y_BN)))
 
 
+class MetaBatch(NamedTuple):
+    """K support and Q query points for each of B tasks (float32 arrays, ``(B, K)``/``(B, Q)``)."""
+
+    x_support_BK: np.ndarray
+    y_support_BK: np.ndarray
+    x_query_BQ: np.ndarray
+    y_query_BQ: np.ndarray
+
+
 def sample_batch(
     data: SinusoidData, num_tasks: int, shots: int, queries: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> MetaBatch:
     """A meta-batch: ``num_tasks`` tasks of ``data`` and disjoint support and query points.
 
     Tasks are drawn uniformly with replacement; within a task the ``shots + queries`` points
@@ -121,7 +131,7 @@ def sample_batch(
     the learner a point it adapted on.
 
     Returns:
-        ``x_support_BK``, ``y_support_BK``, ``x_query_BQ``, ``y_query_BQ``.
+        The meta-batch: ``x_support_BK``, ``y_support_BK``, ``x_query_BQ``, ``y_query_BQ``.
 
     Raises:
         ValueError: ``shots + queries`` exceeds the points per task, or a count is < 1.
@@ -139,4 +149,4 @@ def sample_batch(
     order_BM = rng.random((num_tasks, data.num_points)).argsort(axis=1)[:, : shots + queries]
     x_BM = np.take_along_axis(data.x_BN[task_B], order_BM, axis=1)
     y_BM = np.take_along_axis(data.y_BN[task_B], order_BM, axis=1)
-    return x_BM[:, :shots], y_BM[:, :shots], x_BM[:, shots:], y_BM[:, shots:]
+    return MetaBatch(x_BM[:, :shots], y_BM[:, :shots], x_BM[:, shots:], y_BM[:, shots:])

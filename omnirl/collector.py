@@ -19,8 +19,8 @@ import torch
 from torch.func import functional_call, vmap
 
 from omnirl.episodes import Episodes
+from omnirl.functional import Params
 
-Params = Mapping[str, torch.Tensor]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 

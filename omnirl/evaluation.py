@@ -7,14 +7,36 @@ with its own adapted parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omnirl import registry
+from omnirl.checkpoint import load_runs
 from omnirl.collector import Collector, RolloutGroup
-from omnirl.maml import flow_params, inner_step_tasks, task_params, unstack
+from omnirl.functional import flow_params, task_params, unstack
+from omnirl.maml import inner_step_tasks
+from omnirl.options import (
+    EvaluateOptions,
+    OptionError,
+    parse_lr_schedule,
+    reject,
+)
+from omnirl.report import (
+    Report,
+    csv_bytes,
+    figure_bytes,
+    json_bytes,
+    mean_ci_text,
+    output_folder,
+    pyplot,
+    run_label,
+)
+from omnirl.seeding import TEST_STREAM, chunk_seed, stream
+from omnirl.stats import mean_ci95_rows
 
 
 def default_lrs(inner_lr: float, steps: int) -> list[float]:
@@ -82,7 +104,7 @@ def adaptation_returns(
     Returns:
         ``(len(lrs) + 1, len(tasks))`` array of mean undiscounted returns.
     """
-    if not getattr(agent, "adapts", True):
+    if not agent.adapts:
         # An agent that does not adapt (the oracle, told the task) is evaluated by itself, and
         # its returns are the same after any number of steps: one row, repeated.
         row_B = agent.task_returns(tasks, episodes_per_task, horizon, seed)
@@ -91,38 +113,14 @@ def adaptation_returns(
     return np.stack([episodes.task_returns_B().numpy() for _, episodes in stages])
 
 
-# Test tasks come from their own stream, never the training one (seeded by the run's seed).
-TEST_STREAM = 104729
+def sample_test_tasks(
+    family: Any, num_tasks: int, seed: int, stream_key: int = TEST_STREAM
+) -> list[dict[str, Any]]:
+    """``num_tasks`` test tasks of ``family``; the same for every run evaluated with ``seed``.
 
-
-def mean_ci95(values: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its normal-approximation 95% interval, ``1.96 s / sqrt(n)``."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
-
-
-def sample_test_tasks(family: Any, num_tasks: int, seed: int) -> list[dict[str, Any]]:
-    """``num_tasks`` test tasks of ``family``; the same for every run evaluated with ``seed``."""
-    return family.tasks.sample(num_tasks, np.random.default_rng([seed, TEST_STREAM]))
-
-
-def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
-    """The config and the agent restored from ``run_dir/checkpoints/<which>.pt``.
-
-    Raises:
-        FileNotFoundError: no run folder, or no such checkpoint (one line, for the CLI).
+    They come from their own stream (:data:`omnirl.seeding.TEST_STREAM`), never the training one.
     """
-    from omnirl import checkpoint, registry
-    from omnirl.config import load_config
-
-    path = checkpoint.run_checkpoint(run_dir, which)
-    run_dir = Path(run_dir)
-    cfg = load_config(str(run_dir / "config.yaml"))
-    agent = registry.make_agent(cfg)
-    agent.load_state_dict(checkpoint.load(path)["agent"])
-    return cfg, agent
+    return family.tasks.sample(num_tasks, stream(seed, stream_key))
 
 
 # Sub-envs per collector pass when evaluating many tasks: large enough to keep the batched
@@ -151,14 +149,201 @@ def chunked_adaptation_returns(
     parts = []
     for index, start in enumerate(range(0, len(tasks), size)):
         chunk = tasks[start : start + size]
-        chunk_seed = (
-            seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-        )
         parts.append(
             adaptation_returns(
-                agent, collector, chunk, lrs, episodes_per_task, flow, seed=chunk_seed
+                agent, collector, chunk, lrs, episodes_per_task, flow, seed=chunk_seed(seed, index)
             )
         )
         if on_chunk is not None:
             on_chunk(len(chunk))
     return np.concatenate(parts, axis=1)
+
+
+# ------------------------------------------------------------------ omnirl evaluate (RL)
+# The MAML paper's results (Finn et al. 2017, its released result files; DESIGN.md section 7):
+# mean return after 0, 1, 2, 3 steps with 40 test tasks, and the oracle policy.
+PUBLISHED_MAML = {
+    "navigation-2d": ([-40.4, -11.7, -3.3, -3.2], -2.3),
+    "halfcheetah-vel": ([-129.5, -78.6, -66.6, -60.8], -54.5),
+    "halfcheetah-dir": ([-50.7, 293.2, 313.5, 315.7], 442.7),
+}
+
+
+def evaluate_runs(
+    runs: Sequence[Any],
+    tasks: int = 100,
+    steps: int = 4,
+    episodes: int = 20,
+    seed: int = 1000,
+    flow: str | None = None,
+    lr_schedule: Sequence[float] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Return of every run after 0..``steps`` adaptation steps on the same fresh test tasks.
+
+    Args:
+        runs: RL runs of one family, as :func:`omnirl.checkpoint.load_run` restores them.
+        tasks: number of test tasks (the paper's protocol: 2,000).
+        steps: adaptation steps.
+        episodes: K episodes per task and step.
+        seed: seeds the test tasks and the rollouts.
+        flow: the flow to adapt (default: each learner's ``eval_flow``).
+        lr_schedule: one rate per step (default: each run's alpha, then alpha / 2).
+        on_progress: ``(label, tasks done, tasks in all)`` after every chunk of tasks.
+
+    Returns:
+        The ``eval.json`` payload: the tasks and, per run, every task's return after each step
+        with the mean and 95% CI per step.
+    """
+    families = {run.cfg.family for run in runs}
+    if len(families) != 1:
+        raise OptionError(f"runs of different families cannot share test tasks: {sorted(families)}")
+    family = registry.get_family(families.pop())
+    task_list = sample_test_tasks(family, tasks, seed)
+    results, done = [], 0
+    for run in runs:
+        label = f"evaluate {run.cfg.agent} ({run.path.name})"
+        lrs = list(lr_schedule or default_lrs(run.cfg.inner_lr, steps))
+
+        def advance(count: int, label: str = label) -> None:
+            nonlocal done
+            done += count
+            if on_progress is not None:
+                on_progress(label, done, len(runs) * tasks)
+
+        with Collector(family.env_id, seed=seed) as collector:
+            returns = chunked_adaptation_returns(
+                run.learner, collector, task_list, lrs, episodes, flow, seed, advance
+            )
+        results.append(_run_entry(run, flow, lrs, returns))
+    payload = {"family": family.name, "tasks": task_list, "steps": steps}
+    payload.update(episodes=episodes, seed=seed, runs=results)
+    optimum = analytic_optimum(family.name, task_list)
+    return payload if optimum is None else {**payload, "optimum": optimum}
+
+
+def _run_entry(run: Any, flow: str | None, lrs: list[float], returns: np.ndarray) -> dict:
+    """One run's entry in eval.json: per-step mean and 95% CI, and every task's return."""
+    means, cis = mean_ci95_rows(returns)
+    return {
+        "run": str(run.path),
+        "agent": run.cfg.agent,
+        "family": run.cfg.family,
+        "flow": run.learner.eval_flow if flow is None else flow,
+        "adapts": run.learner.adapts,
+        "checkpoint": run.checkpoint.name,
+        "iteration": run.iteration,
+        "lrs": lrs,
+        "mean": means,
+        "ci95": cis,
+        "returns": np.asarray(returns).tolist(),
+    }
+
+
+def analytic_optimum(family: str, tasks: Sequence[dict[str, Any]]) -> float | None:
+    """Mean return of the optimal policy on ``tasks``, for families where it is known exactly.
+
+    The family's ``optimum`` entry point (navigation-2d: the greedy policy, see
+    ``omnirl.envs.navigation.optimal_return``) over its horizon; ``None`` for other families.
+    """
+    entry = registry.get_family(family).optimum
+    if entry is None or not tasks:
+        return None
+    return float(registry.resolve(entry)(tasks, registry.get_family(family).horizon).mean())
+
+
+def evaluate_report(
+    runs: Sequence[Path],
+    options: EvaluateOptions,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> Report:
+    """``omnirl evaluate`` on RL runs: the table, ``eval.json``, ``eval.csv`` and ``eval.png``.
+
+    Everything is checked before any rollout: the options, every run and checkpoint, the flow,
+    that the runs share a family, and that the output folder can be written.
+
+    Raises:
+        OptionError, ConfigError, FileNotFoundError, OSError: bad input (one line).
+    """
+    reject(options, ("shots", "data"), "RL")
+    steps = 4 if options.steps is None else options.steps
+    episodes = 20 if options.episodes is None else options.episodes
+    lrs = parse_lr_schedule(options.lr_schedule, steps)
+    loaded = load_runs(runs, options.checkpoint, options.flow, kind="rl")
+    folder = output_folder(options.out, runs)
+    tasks = 100 if options.tasks is None else options.tasks
+    payload = evaluate_runs(
+        loaded, tasks, steps, episodes, options.seed, options.flow, lrs, on_progress
+    )
+    rows = [
+        [run_label(r), *(mean_ci_text(m, c) for m, c in zip(r["mean"], r["ci95"], strict=True))]
+        for r in payload["runs"]
+    ]
+    csv_rows = [
+        [r["run"], r["agent"], r["family"], step, m, c]
+        for r in payload["runs"]
+        for step, (m, c) in enumerate(zip(r["mean"], r["ci95"], strict=True))
+    ]
+    # Evaluation always uses the family's horizon; the paper also used 20 episodes per step.
+    figure = return_plot(payload, published=episodes == 20)
+    return Report(
+        f"{payload['family']}: mean return ± 95% CI on {tasks} test tasks",
+        ["run", *(f"{s} step{'s' if s != 1 else ''}" for s in range(steps + 1))],
+        rows,
+        files={
+            folder / "eval.json": json_bytes(payload),
+            folder / "eval.csv": csv_bytes(
+                ["run", "agent", "family", "step", "mean", "ci95"], csv_rows
+            ),
+            folder / "eval.png": figure,
+        },
+        notes=[run.note for run in loaded if run.note],
+        payload=payload,
+    )
+
+
+def return_plot(payload: dict[str, Any], published: bool) -> bytes:
+    """PNG of mean return ± 95% CI vs adaptation steps, one line per run (the paper's Fig. 8).
+
+    Runs that do not adapt (the oracle) are horizontal lines: their return is the same at every
+    step count. With ``published``, the MAML paper's numbers for the family are drawn as
+    reference markers and its oracle as a dotted line; the analytic optimum (where known) as a
+    dashed black line.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    # One colour per run, given explicitly: axhline does not advance the colour cycle, so an
+    # oracle line would otherwise share its colour with the next run's curve.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    results, family = payload["runs"], payload["family"]
+    for index, r in enumerate(results):
+        _draw_run(ax, r, palette[index % len(palette)])
+    if payload.get("optimum") is not None:
+        # Under the runs (an oracle can sit right on it) and thin enough to show them.
+        ax.axhline(payload["optimum"], color="black", linestyle="--", linewidth=1, zorder=1,
+                   label="analytic optimum")  # fmt: skip
+    if published and family in PUBLISHED_MAML:
+        values, oracle = PUBLISHED_MAML[family]
+        ax.plot(range(len(values)), values, "kx", markersize=8, label="MAML paper")
+        ax.axhline(oracle, color="gray", linestyle=":", label="MAML paper oracle")
+    ax.set_xticks(range(max(len(r["mean"]) for r in results)))
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("mean return (95% CI)")
+    ax.set_title(f"{family}: return after adaptation on new tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_bytes(fig)
+
+
+def _draw_run(ax: Any, r: dict[str, Any], color: str) -> None:
+    """One run's curve, or a horizontal line and band for a run that does not adapt."""
+    if r["adapts"]:
+        steps = range(len(r["mean"]))
+        ax.errorbar(steps, r["mean"], yerr=r["ci95"], marker="o", capsize=3, color=color,
+                    label=run_label(r))  # fmt: skip
+        return
+    ax.axhline(r["mean"][0], linestyle="-.", linewidth=2.5, color=color, label=run_label(r))
+    if math.isfinite(r["ci95"][0]):
+        low, high = r["mean"][0] - r["ci95"][0], r["mean"][0] + r["ci95"][0]
+        ax.axhspan(low, high, color=color, alpha=0.15, linewidth=0)

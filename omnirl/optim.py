@@ -174,14 +174,15 @@ def trpo_step(
         ls_max_steps: line-search candidates.
         ls_backtrack_ratio: step shrink factor per candidate, in (0, 1).
         fvp_fn: builds ``v -> H v`` for the KL Hessian H at the starting parameters by a
-            cheaper route than differentiating ``kl_fn`` twice (see
-            ``omnirl.agents.terms.MetaTerm.fisher_product``); returning None falls back to
+            cheaper route than differentiating ``kl_fn`` twice (the RL agents'
+            ``MetaTerm.fisher_product``, ``agents/objective.py``); returning None falls back to
             :func:`hessian_vector_product`. ``cg_damping`` is added either way.
 
     Returns:
-        Floats: ``loss_before``; ``loss_after`` and ``kl`` at the final parameters (the starting
-        ones if rejected); ``grad_norm``; ``step_fraction`` (``ratio^k``, 0 if rejected);
-        ``accepted`` (1/0); ``ls_steps`` (line-search candidates evaluated).
+        Floats: ``loss`` (at the starting parameters); ``loss_after`` and ``kl`` at the final
+        parameters (the starting ones if rejected); ``grad_norm``; ``step_fraction``
+        (``ratio^k``, 0 if rejected); ``accepted`` (1/0); ``ls_steps`` (line-search candidates
+        evaluated).
 
     Raises:
         ValueError: for ``max_kl <= 0`` or ``ls_backtrack_ratio`` outside (0, 1).
@@ -202,7 +203,7 @@ def trpo_step(
         grad = flat_grad(loss, params, retain_graph=True)
     loss_before = float(loss.detach())
     metrics = {
-        "loss_before": loss_before,
+        "loss": loss_before,
         "loss_after": loss_before,
         "kl": float(kl.detach()),
         "grad_norm": float(grad.norm()),
@@ -253,10 +254,37 @@ def _line_search(
             new_loss, new_kl = float(loss_fn()), float(kl_fn())
             metrics["ls_steps"] = k + 1.0
             # Written so that NaN fails both tests.
-            if new_loss < metrics["loss_before"] and new_kl <= max_kl:
+            if new_loss < metrics["loss"] and new_kl <= max_kl:
                 metrics.update(loss_after=new_loss, kl=new_kl, step_fraction=fraction, accepted=1.0)
                 return
     except BaseException:
         assign_flat(params, old)  # never leave a half-tried candidate behind
         raise
     assign_flat(params, old)
+
+
+def check_finite(value: torch.Tensor, what: str) -> None:
+    """Raise ``FloatingPointError`` if ``value`` is not finite (the trainer stops cleanly)."""
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(
+            f"non-finite {what} ({float(value.detach())}); stopping before the update"
+        )
+
+
+def adam_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[torch.Tensor]
+) -> float:
+    """One step of ``optimizer`` (Adam, for every kind) on ``loss``; the gradient's norm.
+
+    The outer step of the supervised learners and of ``outer_optimizer: adam`` in RL:
+    ``zero_grad``, ``backward``, then the step, after checking that the loss is finite.
+
+    Raises:
+        FloatingPointError: a non-finite loss; nothing is updated.
+    """
+    check_finite(loss, "outer loss")
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    optimizer.step()
+    return float(grad_norm)

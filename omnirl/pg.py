@@ -6,7 +6,6 @@ ran task b), so a task's columns are one contiguous slice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -15,9 +14,8 @@ from torch.func import functional_call, vmap
 
 from omnirl.baseline import LinearFeatureBaseline
 from omnirl.episodes import Episodes
+from omnirl.functional import Params
 from omnirl.returns import discounted_returns, gae, normalize_per_task
-
-Params = Mapping[str, torch.Tensor]
 
 
 class PGBatch(NamedTuple):

@@ -1,9 +1,15 @@
-"""Name -> family and name -> agent registries, resolved lazily.
+"""Registries of problem kinds, task families and learners, all resolved lazily by name.
 
-The core never imports ``omnirl.envs`` or ``omnirl.agents`` statically: families register
+The core never imports ``omnirl.envs`` or ``omnirl.agents`` statically: RL families register
 themselves when ``omnirl.envs`` is imported (:func:`families` does that on first use), and
-agents are ``"module:Class"`` strings, as Gymnasium's ``register(entry_point=...)``. Users add
-their own with :func:`register_family` and :func:`register_agent`.
+learners and the pieces of a problem kind are ``"module:attr"`` strings, as Gymnasium's
+``register(entry_point=...)``. Users add their own with :func:`register_family`,
+:func:`register_learner` and :func:`register_kind`.
+
+A *problem kind* is what a run trains and how it is run: ``rl`` (the Gymnasium task families),
+``sinusoid`` (few-shot regression) and ``fewshot`` (few-shot classification). Every run's
+config names a ``family``; RL families map to the ``rl`` kind, and a supervised kind's family
+is its own name.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ class TaskDistribution(Protocol):
 
     def describe(self) -> str: ...  # noqa: D102
 
+    def example(self) -> dict[str, Any]: ...  # noqa: D102
+
 
 @dataclass(frozen=True)
 class Family:
-    """A task family: a short name, its Gymnasium id and its task distribution."""
+    """An RL task family: a short name, its Gymnasium id and its task distribution.
+
+    ``optimum``, where the optimal return is known exactly, is the ``"module:function"`` entry
+    point of ``(tasks, horizon) -> (N,) returns`` (drawn as a line on evaluation plots).
+    """
 
     name: str
     env_id: str
     tasks: TaskDistribution
+    optimum: str | None = None
 
     @property
     def horizon(self) -> int | None:
@@ -43,60 +56,152 @@ class Family:
 
 
 class UnknownNameError(ValueError):
-    """A family or agent name that is not registered; the message lists the known ones."""
+    """A family, kind or learner name that is not registered; the message lists the known ones."""
 
 
+def resolve(entry_point: str) -> Any:
+    """Import ``"module:attr"`` and return the attribute."""
+    module, _, attr = entry_point.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """The pieces that run one kind of problem, as ``"module:attr"`` entry points.
+
+    Attributes:
+        name: ``rl``, ``sinusoid``, ``fewshot``.
+        config: the frozen config dataclass of its runs.
+        trainer: the :class:`omnirl.trainer.RunTrainer` subclass that trains them.
+        learner: ``(cfg, state | None) -> Learner``: a new learner for a config (``state``, a
+            loaded checkpoint, when the learner is sized by it, e.g. few-shot classes).
+        evaluate: ``(runs, options, on_progress) -> omnirl.report.Report`` (``omnirl evaluate``).
+        render: ``(run, options) -> omnirl.report.Report`` (``omnirl render``).
+        data: the module (in ``omnirl.envs``) that says what its tasks are and makes its data.
+        summary: one line for ``omnirl list``.
+    """
+
+    name: str
+    config: str
+    trainer: str
+    learner: str
+    evaluate: str
+    render: str
+    data: str
+    summary: str = ""
+
+    def load(self, piece: str) -> Any:
+        """The imported piece (``"config"``, ``"trainer"``, ...; ``"data"``: the module)."""
+        if piece == "data":
+            return importlib.import_module(self.data)
+        return resolve(getattr(self, piece))
+
+
+_KINDS: dict[str, ProblemKind] = {
+    "rl": ProblemKind(
+        "rl",
+        "omnirl.config:TrainConfig",
+        "omnirl.trainer:Trainer",
+        "omnirl.trainer:make_agent",
+        "omnirl.evaluation:evaluate_report",
+        "omnirl.render:render_report",
+        "omnirl.envs",
+        "meta-RL on the task families (omnirl train FAMILY)",
+    ),
+    "sinusoid": ProblemKind(
+        "sinusoid",
+        "omnirl.sinusoid.config:SinusoidConfig",
+        "omnirl.sinusoid.train:SinusoidTrainer",
+        "omnirl.sinusoid.config:make_learner",
+        "omnirl.sinusoid.evaluate:evaluate_report",
+        "omnirl.sinusoid.render:render_report",
+        "omnirl.envs.sinusoid",
+        "few-shot sinusoid regression (omnirl train sinusoid)",
+    ),
+    "fewshot": ProblemKind(
+        "fewshot",
+        "omnirl.fewshot.config:FewShotConfig",
+        "omnirl.fewshot.train:FewShotTrainer",
+        "omnirl.fewshot.config:make_learner",
+        "omnirl.fewshot.evaluate:evaluate_report",
+        "omnirl.fewshot.render:render_report",
+        "omnirl.envs.fewshot",
+        "few-shot image classification (omnirl train fewshot)",
+    ),
+}
 _FAMILIES: dict[str, Family] = {}
-_AGENTS: dict[str, str] = {
-    "omni": "omnirl.agents.omni:OmniAgent",
-    "maml": "omnirl.agents.maml:MAMLAgent",
-    "pretrain": "omnirl.agents.pretrain:PretrainAgent",
-    "joint": "omnirl.agents.joint:JointAgent",
-    "random": "omnirl.agents.random:RandomAgent",
-    "oracle": "omnirl.agents.oracle:OracleAgent",
+# (kind, name) -> "module:Class". One registry for every learner of every kind.
+_LEARNERS: dict[tuple[str, str], str] = {
+    ("rl", "omni"): "omnirl.agents.omni:OmniAgent",
+    ("rl", "maml"): "omnirl.agents.maml:MAMLAgent",
+    ("rl", "pretrain"): "omnirl.agents.pretrain:PretrainAgent",
+    ("rl", "joint"): "omnirl.agents.joint:JointAgent",
+    ("rl", "random"): "omnirl.agents.random:RandomAgent",
+    ("rl", "oracle"): "omnirl.agents.oracle:OracleAgent",
+    ("sinusoid", "omni"): "omnirl.agents.sinusoid:OmniRegression",
+    ("sinusoid", "maml"): "omnirl.agents.sinusoid:MAMLRegression",
+    ("sinusoid", "pretrain"): "omnirl.agents.sinusoid:PretrainRegression",
+    ("sinusoid", "joint"): "omnirl.agents.sinusoid:JointRegression",
+    ("fewshot", "omni"): "omnirl.agents.fewshot:OmniLearner",
+    ("fewshot", "protonet"): "omnirl.agents.fewshot:ProtoNetLearner",
+    ("fewshot", "pretrain"): "omnirl.agents.fewshot:PretrainLearner",
+    ("fewshot", "joint"): "omnirl.agents.fewshot:JointLearner",
 }
 _BUILTIN_FAMILIES_LOADED = False
 
 
-def register_family(name: str, env_id: str, tasks: TaskDistribution) -> None:
-    """Register a family under ``name`` (e.g. ``"halfcheetah-vel"``) for Gymnasium id ``env_id``."""
-    _FAMILIES[name] = Family(name, env_id, tasks)
+def register_family(
+    name: str, env_id: str, tasks: TaskDistribution, optimum: str | None = None
+) -> None:
+    """Register an RL family under ``name`` (e.g. ``"halfcheetah-vel"``) for ``env_id``."""
+    _FAMILIES[name] = Family(name, env_id, tasks, optimum)
 
 
-def register_agent(name: str, entry_point: str) -> None:
-    """Register an agent class by ``"module:Class"`` entry point."""
-    _AGENTS[name] = entry_point
+def register_learner(name: str, entry_point: str, kind: str = "rl") -> None:
+    """Register a learner class of problem ``kind`` by ``"module:Class"`` entry point."""
+    _LEARNERS[(kind, name)] = entry_point
 
 
-def agent_names() -> list[str]:
-    """Names of the registered agents."""
-    return list(_AGENTS)
+def register_kind(kind: ProblemKind) -> None:
+    """Register a problem kind (its family name is its own name)."""
+    _KINDS[kind.name] = kind
 
 
-def load_agent(name: str) -> Any:
-    """Import and return the agent class registered as ``name``.
+def learner_names(kind: str = "rl") -> list[str]:
+    """Names of the learners registered for ``kind``."""
+    return [name for k, name in _LEARNERS if k == kind]
+
+
+def load_learner(name: str, kind: str = "rl") -> Any:
+    """Import and return the learner class registered as ``name`` for ``kind``.
 
     Raises:
-        UnknownNameError: the message lists the known agents.
+        UnknownNameError: the message lists the kind's known learners.
     """
-    if name not in _AGENTS:
-        raise _unknown("agent", "agents", name, sorted(_AGENTS))
-    module, _, attr = _AGENTS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    if (kind, name) not in _LEARNERS:
+        raise _unknown(f"{kind} learner", "learners", name, sorted(learner_names(kind)))
+    return resolve(_LEARNERS[(kind, name)])
 
 
-def make_agent(cfg: Any) -> Any:
-    """A new ``cfg.agent`` for ``cfg.family``, sized by the family's spaces."""
-    import gymnasium
+def kinds() -> dict[str, ProblemKind]:
+    """The registered problem kinds by name."""
+    return dict(_KINDS)
 
-    env = gymnasium.make(get_family(cfg.family).env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    env.close()
-    return load_agent(cfg.agent)(cfg, obs_dim, act_dim)
+
+def kind_of(family: str) -> ProblemKind:
+    """The problem kind a run of ``family`` belongs to (``rl`` for the Gymnasium families).
+
+    Raises:
+        UnknownNameError: neither a supervised kind nor a registered family.
+    """
+    if family in _KINDS and family != "rl":
+        return _KINDS[family]
+    get_family(family)
+    return _KINDS["rl"]
 
 
 def families() -> dict[str, Family]:
-    """All registered families (importing ``omnirl.envs`` once registers the built-in ones)."""
+    """All registered RL families (importing ``omnirl.envs`` once registers the built-in ones)."""
     global _BUILTIN_FAMILIES_LOADED
     if not _BUILTIN_FAMILIES_LOADED:
         importlib.import_module("omnirl.envs")
@@ -111,7 +216,7 @@ def _unknown(kind: str, plural: str, name: str, known: list[str]) -> UnknownName
 
 
 def get_family(name: str) -> Family:
-    """Look a family up by short name or by Gymnasium id.
+    """Look an RL family up by short name or by Gymnasium id.
 
     Raises:
         UnknownNameError: the message lists the known families.

@@ -10,9 +10,7 @@ Stages follow one another in one video, each frame labelled with its step count 
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,101 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from omnirl.files import write_atomic
+from omnirl.options import (
+    OptionError,
+    RenderOptions,
+    check_checkpoint,
+    check_flow,
+    parse_counts,
+    parse_task,
+    reject,
+)
+from omnirl.report import Report
+from omnirl.video import check_video_path, choose_gl_backend, label_frame, write_video
 
-# Offscreen OpenGL backends MuJoCo can use without a display, in order of preference.
-GL_BACKENDS = ("egl", "osmesa")
-VIDEO_SUFFIXES = (".mp4", ".gif")
 # Frame size: multiples of 16, so the MP4 encoder need not resize.
 WIDTH, HEIGHT = 480, 320
 _HOLD_FRAMES = 10  # repeat each stage's last frame so the end of an episode can be seen
-
-_PROBE = """
-import mujoco
-ctx = mujoco.GLContext(16, 16)
-ctx.make_current()
-ctx.free()
-"""
-
-
-class RenderError(RuntimeError):
-    """Rendering cannot be done as asked; the message is one line for the CLI."""
-
-
-def parse_steps(text: str, max_steps: int = 10) -> list[int]:
-    """``"0,1,4"`` -> ``[0, 1, 4]`` (sorted, unique, each in ``0..max_steps``).
-
-    Raises:
-        RenderError: not comma-separated integers in range.
-    """
-    try:
-        steps = sorted({int(part) for part in text.split(",")})
-    except ValueError:
-        raise RenderError(
-            f"--steps takes comma-separated integers like 0,1,4, got {text!r}"
-        ) from None
-    if steps[0] < 0 or steps[-1] > max_steps:
-        raise RenderError(f"--steps must lie in 0..{max_steps}, got {text!r}")
-    return steps
-
-
-def check_video_path(path: Path) -> None:
-    """Fail early on an output path that cannot become a video.
-
-    Raises:
-        RenderError: an unsupported suffix or a folder that cannot be written.
-    """
-    from omnirl.report import check_writable
-
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise RenderError(f"--out must end in .mp4 or .gif, got {str(path)!r}")
-    if path.is_dir():
-        raise RenderError(f"--out {path} is a folder; give a file name ending in .mp4 or .gif")
-    try:
-        check_writable(path.parent)
-    except OSError as exc:
-        raise RenderError(str(exc)) from None
-
-
-def _probe_backend(backend: str) -> str | None:
-    """``None`` if MuJoCo can open an offscreen context with ``backend``, else why not."""
-    env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
-    try:
-        # A child process: a backend that fails to load can leave this process's OpenGL broken.
-        done = subprocess.run(
-            [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120
-        )
-    except subprocess.TimeoutExpired:
-        return "timed out"
-    if done.returncode == 0:
-        return None
-    lines = done.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit code {done.returncode}"
-
-
-def choose_gl_backend() -> str:
-    """Set ``MUJOCO_GL`` to a working offscreen backend (the user's choice if set) and return it.
-
-    Must run before anything imports PyOpenGL, which fixes its platform on first import.
-
-    Raises:
-        RenderError: no backend works; the message says what each one reported and what to install.
-    """
-    requested = os.environ.get("MUJOCO_GL")
-    candidates = (requested,) if requested else GL_BACKENDS
-    errors = {}
-    for backend in candidates:
-        error = _probe_backend(backend)
-        if error is None:
-            os.environ["MUJOCO_GL"] = backend
-            os.environ.setdefault("PYOPENGL_PLATFORM", backend)
-            return backend
-        errors[backend] = error
-    tried = "; ".join(f"MUJOCO_GL={b}: {e}" for b, e in errors.items())
-    raise RenderError(
-        f"MuJoCo offscreen rendering does not work here ({tried}); install EGL or OSMesa "
-        "(Debian/Ubuntu: apt-get install libegl1 libosmesa6)"
-    )
 
 
 @functools.cache
@@ -224,11 +142,11 @@ def play(
             done = terminated or truncated
             positions.append(np.asarray(obs, dtype=np.float64))
             if film:
-                frames.append(_label(env.render(), _caption(stage, total, task)))
+                frames.append(label_frame(env.render(), _caption(stage, total, task)))
     finally:
         env.close()
     if film:
-        frames[0] = _label(frames[0], _caption(stage, 0.0, task))
+        frames[0] = label_frame(frames[0], _caption(stage, 0.0, task))
         stage.frames = frames + [frames[-1]] * _HOLD_FRAMES
     stage.positions = np.stack(positions)
     stage.film_return = total
@@ -244,17 +162,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "(" + ", ".join(f"{v:.2f}" for v in value) + ")"
     return f"{value:g}"
-
-
-def _label(frame: np.ndarray, text: str) -> np.ndarray:
-    """``frame`` with ``text`` on a dark band at the top."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, image.width, 24), fill=(20, 20, 20))
-    draw.text((8, 4), text, fill=(255, 255, 255), font=ImageFont.load_default(size=14))
-    return np.asarray(image)
 
 
 def navigation_frames(stages: Sequence[Stage], task: Mapping[str, Any]) -> list[np.ndarray]:
@@ -303,19 +210,6 @@ def _steps_text(step: int) -> str:
     return f"{step} adaptation step{'s' if step != 1 else ''}"
 
 
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: int) -> None:
-    """Encode ``frames`` as MP4 or GIF (by suffix) and write the file atomically."""
-    import imageio.v3 as iio
-
-    suffix = path.suffix.lower()
-    stacked = np.stack(frames)
-    if suffix == ".gif":
-        data = iio.imwrite("<bytes>", stacked, extension=".gif", duration=1000 / fps, loop=0)
-    else:
-        data = iio.imwrite("<bytes>", stacked, extension=".mp4", fps=fps)
-    write_atomic(path, data)
-
-
 def render_run(
     agent: Any,
     env_id: str,
@@ -332,7 +226,7 @@ def render_run(
     """Adapt ``agent`` to ``task`` and write the video of every stage in ``steps`` to ``out``.
 
     Args:
-        agent: a trained agent (see :func:`omnirl.evaluation.load_run`).
+        agent: a trained agent (see :func:`omnirl.checkpoint.load_run`).
         env_id: the family's Gymnasium id.
         task: the task (validated by the caller).
         steps: adaptation step counts to film, e.g. ``[0, 1, 4]``.
@@ -360,3 +254,58 @@ def render_run(
         fps = 20
     write_video(out, frames, fps)
     return stages
+
+
+def render_report(run: Path, options: RenderOptions) -> Report:
+    """``omnirl render`` on an RL run: adapt to one task and film the chosen step counts.
+
+    The task is ``options.task`` (JSON, checked against the family) or a test task drawn with
+    ``options.seed``; the video goes to ``options.out`` (default ``render.mp4``).
+
+    Raises:
+        OptionError, ConfigError, FileNotFoundError, OSError: bad input (one line).
+    """
+    from omnirl import registry
+    from omnirl.checkpoint import load_run
+    from omnirl.evaluation import default_lrs, sample_test_tasks
+
+    reject(options, ("shots",), "RL")
+    steps = parse_counts(options.steps or "0,1,4", "--steps", 0, 10)
+    out = Path(options.out or "render.mp4")
+    check_video_path(out)
+    loaded = load_run(run, check_checkpoint(options.checkpoint))
+    cfg, agent = loaded.cfg, loaded.learner
+    family = registry.get_family(cfg.family)
+    if options.task is None:
+        task = sample_test_tasks(family, 1, options.seed)[0]
+    else:
+        task = parse_task(options.task, family.tasks, family.name)
+    if not agent.adapts:
+        raise OptionError(
+            f"{run} is a {cfg.agent} run, which does not adapt; render a meta-learned run"
+        )
+    check_flow(agent, options.flow, run)
+    notes = [loaded.note] if loaded.note else []
+    if needs_gl(family.env_id):
+        notes.append(f"MuJoCo offscreen rendering with MUJOCO_GL={choose_gl_backend()}")
+    stages = render_run(
+        agent,
+        family.env_id,
+        task,
+        steps,
+        default_lrs(cfg.inner_lr, steps[-1]),
+        options.episodes or cfg.episodes_per_task,
+        out,
+        flow=options.flow,
+        sample=options.sample,
+        seed=options.seed,
+        horizon=options.horizon or cfg.horizon,
+    )
+    return Report(
+        f"{cfg.agent} on {family.name}, task {json.dumps(task)}",
+        ["adaptation steps", "filmed episode return", "mean return of adaptation episodes"],
+        [[str(s.step), f"{s.film_return:.1f}", f"{s.adaptation_return:.1f}"] for s in stages],
+        notes=notes,
+        payload={"task": task, "stages": [s.step for s in stages]},
+        written=[out],
+    )

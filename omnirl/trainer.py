@@ -23,11 +23,22 @@ from omnirl import checkpoint, registry, timing
 from omnirl.collector import Collector
 from omnirl.config import TrainConfig, config_to_dict, load_config, save_config
 from omnirl.evaluation import adaptation_returns, default_lrs
-from omnirl.seeding import derive_seed, seed_everything
+from omnirl.learner import TaskDraw
+from omnirl.seeding import EVAL_STREAM, derive_seed, seed_everything
 from omnirl.threads import available_cores
 
-# A separate stream for the quick-evaluation tasks, so they never coincide with training tasks.
-EVAL_STREAM = 7919
+
+def make_agent(cfg: TrainConfig, state: dict[str, Any] | None = None) -> Any:
+    """A new ``cfg.agent`` for ``cfg.family``, sized by the family's spaces.
+
+    The ``rl`` kind's learner factory; ``state`` (a checkpoint) is not needed to size an agent.
+    """
+    import gymnasium
+
+    env = gymnasium.make(registry.get_family(cfg.family).env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    return registry.load_learner(cfg.agent, "rl")(cfg, obs_dim, act_dim)
 
 
 class TrainingError(RuntimeError):
@@ -50,7 +61,7 @@ def open_run_dir(run_dir: Path, cfg: Any, iteration: int) -> None:
 
     Temporary files of a write a kill interrupted are removed, and ``metrics.jsonl`` keeps only
     the lines the checkpoint covers (iteration <= ``iteration``). Shared by the RL trainer and
-    the supervised ones (``omnirl.regression``).
+    the supervised ones (``omnirl.sinusoid``, ``omnirl.fewshot``).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # a write a kill interrupted
@@ -70,7 +81,7 @@ class RunTrainer:
     in ``__init__(cfg, run_dir=None)``, name their config dataclass in ``schema``, and say what
     the checkpoint holds with :meth:`model_state_dict` / :meth:`load_model_state_dict` (by
     default the ``agent``'s state). Used by the RL :class:`Trainer` and the supervised modules'
-    trainers (``omnirl.regression``, ``omnirl.fewshot``).
+    trainers (``omnirl.sinusoid.train``, ``omnirl.fewshot.train``).
     """
 
     schema: ClassVar[type] = TrainConfig
@@ -184,7 +195,7 @@ class Trainer(RunTrainer):
         self.family = registry.get_family(cfg.family)
         torch.set_num_threads(cfg.torch_threads or available_cores())
         self.rng = seed_everything(cfg.seed)  # also seeds parameter initialisation
-        self.agent = registry.make_agent(cfg)
+        self.agent = make_agent(cfg)
         self.collector = Collector(self.family.env_id, seed=cfg.seed)
         eval_rng = np.random.default_rng([cfg.seed, EVAL_STREAM])
         self.eval_tasks = self.family.tasks.sample(cfg.eval_tasks, eval_rng)
@@ -229,7 +240,7 @@ class Trainer(RunTrainer):
         timing.take()
         steps_before, start = self.collector.stats["env_steps"], time.perf_counter()
         try:
-            metrics = self.agent.iteration(self.collector, tasks, seed)
+            metrics = self.agent.update(TaskDraw(self.collector, tasks, seed))
         except FloatingPointError as exc:
             raise self.stopped(exc) from None
         elapsed = time.perf_counter() - start

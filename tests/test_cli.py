@@ -27,7 +27,9 @@ def test_list_shows_every_family_with_tasks_and_horizon():
     ]:
         row = next(line for line in result.output.splitlines() if name in line)
         assert env_id in row and tasks in row and horizon in row
-    assert "agents:  omni, maml, pretrain, joint, random" in result.output
+    assert "learners: omni, maml, pretrain, joint, random, oracle" in result.output
+    assert "learners: omni, maml, pretrain, joint\n" in result.output  # sinusoid
+    assert "learners: omni, protonet, pretrain, joint" in result.output
     assert "smoke-navigation-2d" in result.output
 
 

@@ -8,11 +8,11 @@ import importlib.resources
 import pytest
 import yaml
 
-from omnirl.cli import SUPERVISED
 from omnirl.config import (
     ConfigError,
     TrainConfig,
     config_to_dict,
+    kind_of,
     load_config,
     packaged_configs,
     save_config,
@@ -48,9 +48,8 @@ def test_packaged_configs_are_listed():
 @pytest.mark.parametrize("name", packaged_configs())
 def test_every_packaged_config_loads_and_writes_every_key_with_a_comment(name):
     text = (importlib.resources.files("omnirl.configs") / f"{name}.yaml").read_text()
-    # Supervised modules (sinusoid, fewshot) bring their own schema, as the CLI dispatches.
-    module = SUPERVISED.get(yaml.safe_load(text)["family"])
-    schema = TrainConfig if module is None else importlib.import_module(module).Config
+    # Every problem kind (RL, sinusoid, fewshot) brings its own schema.
+    schema = kind_of(name).load("config")
     field_names = [f.name for f in dataclasses.fields(schema)]
     cfg = load_config(name, schema=schema)
     assert isinstance(cfg, schema)

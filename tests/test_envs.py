@@ -3,7 +3,6 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import FAMILY_IDS
 from gymnasium.utils.env_checker import check_env
 
 from omnirl.envs.half_cheetah import action_to_ctrl
@@ -31,14 +30,12 @@ def rollout(env, actions, seed, task):
     return trace
 
 
-@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_check_env(env_id):
     env = gym.make(env_id)
     check_env(env.unwrapped)
     env.close()
 
 
-@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_same_seed_same_trajectory(env_id, rng):
     env = gym.make(env_id)
     task = env.unwrapped.sample_tasks(1, rng)[0]
@@ -83,7 +80,6 @@ def step_vector_env(env, tasks, seed, actions_TNA):
     return trace
 
 
-@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_native_vector_env_equals_single_envs(env_id, rng):
     n = 5
     horizon = gym.spec(env_id).max_episode_steps
@@ -140,7 +136,6 @@ def test_halfcheetah_physics_equal_gymnasium_v5(env_id, rng):
         np.testing.assert_array_equal(native.batch.bind(field)[1], getattr(reference.data, field))
 
 
-@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_tasks_persist_across_reset_and_autoreset(env_id, rng):
     single = gym.make(env_id)
     task = single.unwrapped.sample_tasks(1, rng)[0]
@@ -198,7 +193,6 @@ def test_bad_tasks_raise_value_error(env_id, task, message):
         native.set_attr("task", [native.get_attr("task")[0], task])
 
 
-@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_bad_actions_raise_value_error(env_id):
     env = gym.make(env_id)
     env.reset(seed=0)

@@ -5,9 +5,10 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
+from omnirl.checkpoint import load_run
 from omnirl.cli import app
-from omnirl.evaluation import mean_ci95
 from omnirl.registry import get_family
+from omnirl.stats import mean_ci95
 
 runner = CliRunner()
 
@@ -85,15 +86,33 @@ def test_evaluate_bad_input(tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not a run folder" in result.output
     run = tiny_run(tmp_path, "maml")
-    (run / "checkpoints" / "best.pt").unlink()
-    result = runner.invoke(app, ["evaluate", str(run)])
-    assert result.exit_code == 2 and "no checkpoint best.pt" in result.output
+    (run / "checkpoints" / "latest.pt").unlink()
+    result = runner.invoke(app, ["evaluate", str(run), "--checkpoint", "latest"])
+    assert result.exit_code == 2 and "no checkpoint latest.pt" in result.output
+    result = runner.invoke(app, ["evaluate", str(run), "--checkpoint", "last"])
+    assert result.exit_code == 2 and "--checkpoint must be best or latest" in result.output
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = runner.invoke(
-        app, ["evaluate", str(run), "--checkpoint", "latest", "--out", str(blocker / "x")]
-    )
+    result = runner.invoke(app, ["evaluate", str(run), "--out", str(blocker / "x")])
     assert result.exit_code == 2 and "cannot write to" in result.output
+    for bad, message in [
+        (["--shots", "5"], "--shots does not apply to RL runs"),
+        (["--data", "glyphs"], "--data does not apply to RL runs"),
+    ]:
+        result = runner.invoke(app, ["evaluate", str(run), *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_run_without_best_pt_is_evaluated_from_latest_and_says_so(tmp_path):
+    run = tiny_run(tmp_path, "maml")  # eval_every 0 in the smoke config: best.pt by training
+    (run / "checkpoints" / "best.pt").unlink()
+    out = tmp_path / "report"
+    args = ["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2"]
+    result = runner.invoke(app, [*args, "--out", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"note: {run} has no best.pt yet" in result.output and "using latest.pt" in result.output
+    [entry] = json.loads((out / "eval.json").read_text())["runs"]
+    assert entry["checkpoint"] == "latest.pt" and entry["iteration"] == 2
 
 
 def test_flow_and_lr_schedule_options(tmp_path):
@@ -134,7 +153,7 @@ def test_many_tasks_are_evaluated_in_chunks(tmp_path, monkeypatch):
     import omnirl.evaluation as evaluation
     from omnirl.collector import Collector
 
-    _, agent = evaluation.load_run(tiny_run(tmp_path, "maml"), "latest")
+    agent = load_run(tiny_run(tmp_path, "maml"), "latest").learner
     family = get_family("navigation-2d")
     tasks = evaluation.sample_test_tasks(family, 5, seed=3)
     monkeypatch.setattr(evaluation, "CHUNK_ENVS", 4)  # 2 tasks of 2 episodes per chunk

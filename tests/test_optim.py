@@ -214,7 +214,7 @@ def test_trpo_step_lowers_the_loss_within_the_trust_region():
     assert kl <= 0.01 + 1e-9
     # The step is scaled to the trust region, not a timid one: the quadratic KL model is close.
     assert kl > 0.2 * 0.01
-    assert metrics["loss_before"] == pytest.approx(before, rel=1e-6)
+    assert metrics["loss"] == pytest.approx(before, rel=1e-6)
     assert metrics["loss_after"] == pytest.approx(after, rel=1e-6)
     assert metrics["kl"] == pytest.approx(kl, rel=1e-5)
     assert metrics["grad_norm"] > 0
@@ -270,8 +270,8 @@ def test_trpo_step_rejected_by_the_kl_restores_parameters_bit_for_bit():
     metrics = trpo_step(list(policy.parameters()), recording_loss, kl_fn, max_kl=0.01)
     assert metrics["accepted"] == 0.0 and metrics["step_fraction"] == 0.0
     assert metrics["ls_steps"] == 15.0 and len(losses) == 15
-    assert min(losses) < metrics["loss_before"]  # the loss would have improved: the KL said no
-    assert metrics["loss_after"] == metrics["loss_before"] and metrics["kl"] == 0.0
+    assert min(losses) < metrics["loss"]  # the loss would have improved: the KL said no
+    assert metrics["loss_after"] == metrics["loss"] and metrics["kl"] == 0.0
     assert_bitwise_equal(policy, start)
 
 
@@ -329,7 +329,7 @@ def test_trpo_step_with_a_non_finite_gradient_makes_no_step():
         return (w - 1).sqrt().sum()
 
     metrics = trpo_step([w], loss_fn, lambda: ((w - 1) ** 2).sum(), max_kl=0.01)
-    assert metrics["loss_before"] == 0.0 and math.isinf(metrics["grad_norm"])
+    assert metrics["loss"] == 0.0 and math.isinf(metrics["grad_norm"])
     assert metrics["accepted"] == 0.0 and metrics["ls_steps"] == 0.0
     assert torch.equal(w.detach(), torch.ones(3))
 

@@ -6,7 +6,8 @@ from torch.func import functional_call
 
 from omnirl.agents import GaussianMLPPolicy
 from omnirl.agents.omni_net import FLOWS, OmniNetPolicy
-from omnirl.maml import adapt_tasks, flow_params, unstack
+from omnirl.functional import flow_params, unstack
+from omnirl.maml import adapt_tasks
 from omnirl.pg import (
     PGBatch,
     batch_surrogate,
@@ -120,26 +121,7 @@ def tiny_problem():
     return policy, support, query
 
 
-def numeric_gradient(objective, params, eps=1e-6):
-    """Central finite differences of ``objective()`` w.r.t. every entry of ``params`` (flat).
-
-    Shared with the supervised MAML tests (tests/test_sinusoid.py).
-    """
-    flat = torch.nn.utils.parameters_to_vector(params).detach()
-    numeric = torch.zeros_like(flat)
-    for i in range(flat.numel()):
-        values = []
-        for sign in (1, -1):
-            shifted = flat.clone()
-            shifted[i] += sign * eps
-            torch.nn.utils.vector_to_parameters(shifted, params)
-            values.append(objective().item())
-        numeric[i] = (values[0] - values[1]) / (2 * eps)
-    torch.nn.utils.vector_to_parameters(flat, params)
-    return numeric
-
-
-def test_second_order_meta_gradient_matches_finite_differences():
+def test_second_order_meta_gradient_matches_finite_differences(numeric_gradient):
     policy, support, query = tiny_problem()
     lr = 0.5
     params = list(policy.parameters())

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from omnirl.cli import app
-from omnirl.render import GL_BACKENDS, RenderError, choose_gl_backend, parse_steps
+from omnirl.options import OptionError, parse_counts
+from omnirl.video import GL_BACKENDS, RenderError, choose_gl_backend
 
 runner = CliRunner()
 
@@ -42,10 +43,10 @@ def assert_moving_picture(frames):
 
 
 def test_parse_steps():
-    assert parse_steps("4,0,1,1") == [0, 1, 4]
+    assert parse_counts("4,0,1,1", "--steps", 0, 10) == [0, 1, 4]
     for bad in ("", "a", "1,-1", "11", "1.5"):
-        with pytest.raises(RenderError):
-            parse_steps(bad)
+        with pytest.raises(OptionError, match="--steps"):
+            parse_counts(bad, "--steps", 0, 10)
 
 
 def test_render_halfcheetah_mp4_and_gif(runs, tmp_path):
@@ -109,3 +110,16 @@ def test_missing_run_and_checkpoint(tmp_path):
     (tmp_path / "run" / "config.yaml").write_text("family: navigation-2d\n")
     result = runner.invoke(app, ["render", str(tmp_path / "run")])
     assert result.exit_code == 2 and "has no checkpoint" in result.output
+
+
+def test_a_run_without_best_pt_renders_from_latest_and_says_so(runs, tmp_path):
+    run = tmp_path / "young"
+    import shutil
+
+    shutil.copytree(runs["navigation-2d"], run)
+    (run / "checkpoints" / "best.pt").unlink()
+    out = tmp_path / "nav.gif"
+    result = runner.invoke(app, ["render", str(run), "--out", str(out), "--steps", "0,1"])
+    assert result.exit_code == 0, result.output
+    assert "has no best.pt yet" in result.output and "using latest.pt" in result.output
+    assert out.is_file()

@@ -1,38 +1,40 @@
-"""Sinusoid regression: tasks, Omni-Net regressor, supervised MAML, the loop and the CLI."""
+"""Sinusoid regression: tasks, Omni-Net regressor, supervised MAML, the loop, evaluate, render."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from test_policies_maml import numeric_gradient
-from typer.testing import CliRunner
 
-from omnirl import checkpoint, regression
+from omnirl import checkpoint, registry
 from omnirl.agents.omni_net import FLOWS
-from omnirl.agents.regression import (
-    MLPRegressor,
+from omnirl.agents.sinusoid import (
     OmniRegression,
     RegressionBatch,
     adapt,
-    inner_params,
     maml_loss,
-    omni_regressor,
     task_mse,
 )
-from omnirl.cli import app
+from omnirl.agents.sinusoid_net import MLPRegressor, inner_params, omni_regressor
 from omnirl.config import ConfigError, load_config
 from omnirl.envs.sinusoid import (
+    MetaBatch,
     make_dataset,
     sample_batch,
     sine,
     task_arrays,
 )
-from omnirl.maml import flow_params, task_call, task_params, unstack
-
-runner = CliRunner()
+from omnirl.functional import flow_params, task_call, task_params, unstack
+from omnirl.learner import Learner
+from omnirl.options import EvaluateOptions, OptionError, RenderOptions
+from omnirl.report import write_report
+from omnirl.sinusoid.config import SinusoidConfig, make_learner
+from omnirl.sinusoid.evaluate import adaptation_mse, evaluate_report, evaluate_runs
+from omnirl.sinusoid.render import render_report
+from omnirl.sinusoid.train import SinusoidTrainer
 
 
 # ---------------------------------------------------------------------------------- tasks
@@ -113,13 +115,18 @@ def test_mlp_regressor_has_one_flow():
 
 
 # ---------------------------------------------------------------------- supervised MAML
-def tiny_batch(seed=0, dtype=torch.float64):
+def tiny_arrays(seed=0):
+    """The numpy meta-batch a learner's update takes: 3 tasks, 4 support and 5 query points."""
     data = make_dataset(4, 9, np.random.default_rng(seed))
-    arrays = sample_batch(data, 3, 4, 5, np.random.default_rng(seed + 1))
+    return sample_batch(data, 3, 4, 5, np.random.default_rng(seed + 1))
+
+
+def tiny_batch(seed=0, dtype=torch.float64):
+    arrays = tiny_arrays(seed)
     return RegressionBatch(*(torch.as_tensor(a, dtype=dtype).unsqueeze(-1) for a in arrays))
 
 
-def test_second_order_regression_meta_gradient_matches_finite_differences():
+def test_second_order_regression_meta_gradient_matches_finite_differences(numeric_gradient):
     torch.manual_seed(1)
     model = MLPRegressor(hidden=(5,)).double()
     batch, lrs = tiny_batch(), [0.3, 0.2]  # two inner steps: the Hessian terms compound
@@ -131,7 +138,7 @@ def test_second_order_regression_meta_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("branches", [True, False])
-def test_omni_meta_flow_gradient_matches_finite_differences(branches):
+def test_omni_meta_flow_gradient_matches_finite_differences(branches, numeric_gradient):
     torch.manual_seed(2)
     model = omni_regressor(hidden=(4,), rank=2).double()
     for p in model.parameters():  # non-zero branches, so the folded path carries gradient
@@ -212,19 +219,21 @@ def test_task_mse_by_hand():
 
 
 def smoke_cfg(*sets, run_dir="runs"):
-    """The smoke config; agents and the functions below never create its run_dir."""
-    return load_config("smoke-sinusoid", [f"run_dir={run_dir}", *sets], schema=regression.Config)
+    """The smoke config; learners and the functions below never create its run_dir."""
+    return load_config("smoke-sinusoid", [f"run_dir={run_dir}", *sets], schema=SinusoidConfig)
 
 
 def test_omni_update_moves_every_flow_and_the_teacher_follows_by_ema():
     torch.manual_seed(0)
     agent = OmniRegression(smoke_cfg())
     before = {k: v.clone() for k, v in agent.model.state_dict().items()}
-    metrics = agent.update(tiny_batch(dtype=torch.float32))
+    batch = tiny_arrays()
+    assert isinstance(batch, MetaBatch) and isinstance(batch.x_support_BK, np.ndarray)
+    metrics = agent.update(batch)  # plain numpy in: the learner makes its tensors
     assert (
         metrics["train/pre_distill"] == 0 and metrics["train/meta_distill"] == 0
     )  # teacher = student
-    for key in ("train/pre", "train/meta", "train/joint_pre", "train/joint_meta"):
+    for key in ("train/pre_mse", "train/meta_mse", "train/joint_pre_mse", "train/joint_meta_mse"):
         assert metrics[key] > 0
     after = agent.model.state_dict()
     for flow in FLOWS:  # every head and the branches moved (up factors start at zero)
@@ -236,12 +245,65 @@ def test_omni_update_moves_every_flow_and_the_teacher_follows_by_ema():
         torch.testing.assert_close(teacher[name], 0.99 * value + 0.01 * after[name])
 
 
+def test_distill_terms_are_logged_unweighted_and_weighted_by_lambda_in_the_loss():
+    torch.manual_seed(0)
+    agent = OmniRegression(smoke_cfg("distill_weight=2.5", "ema_decay=0.5"))
+    agent.update(tiny_arrays(seed=0))  # the teacher now lags the student: R > 0
+    metrics = agent.update(tiny_arrays(seed=2))
+    assert metrics["train/pre_distill"] > 0 and metrics["train/meta_distill"] > 0
+    terms = {k.removeprefix("train/"): v for k, v in metrics.items()}
+    expected = sum(terms[f"{t}_mse"] for t in ("pre", "meta", "joint_pre", "joint_meta"))
+    expected += 2.5 * (terms["pre_distill"] + terms["meta_distill"])
+    assert metrics["train/loss"] == pytest.approx(expected, rel=1e-6)
+    assert metrics["train/grad_norm"] > 0
+
+
+def test_a_non_finite_loss_updates_nothing():
+    torch.manual_seed(0)
+    agent = make_learner(smoke_cfg("agent=maml"))
+    before = {k: v.clone() for k, v in agent.model.state_dict().items()}
+    x_s, y_s, x_q, y_q = tiny_arrays()
+    with pytest.raises(FloatingPointError, match="non-finite outer loss"):
+        agent.update(MetaBatch(x_s, y_s, x_q, np.full_like(y_q, np.nan)))
+    for name, value in agent.model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+@pytest.mark.parametrize("name", registry.learner_names("sinusoid"))
+def test_every_registered_sinusoid_learner_implements_the_contract(name):
+    learner = make_learner(smoke_cfg(f"agent={name}"))
+    assert isinstance(learner, Learner)
+    assert (learner.name, learner.kind, learner.adapts, learner.trains) == (
+        name,
+        "sinusoid",
+        True,
+        True,
+    )
+    assert learner.eval_flow in learner.flows
+    metrics = learner.update(tiny_arrays())
+    assert metrics["train/loss"] > 0 and all(k.startswith("train/") for k in metrics)
+    fresh = make_learner(smoke_cfg(f"agent={name}"))
+    fresh.load_state_dict(learner.state_dict())
+    for key, value in learner.model.state_dict().items():
+        assert torch.equal(fresh.model.state_dict()[key], value)
+
+
+def test_the_agent_key_follows_the_learner_registry(monkeypatch):
+    monkeypatch.setitem(
+        registry._LEARNERS, ("sinusoid", "mine"), "omnirl.agents.sinusoid:MAMLRegression"
+    )
+    assert smoke_cfg("agent=mine").agent == "mine"
+    assert isinstance(make_learner(smoke_cfg("agent=mine")), Learner)
+    with pytest.raises(ConfigError, match="allowed: one of omni, maml, pretrain, joint, mine"):
+        smoke_cfg("agent=theirs")
+
+
 def test_adapted_predictions_start_at_the_model_and_reduce_support_error():
     torch.manual_seed(0)
     cfg = smoke_cfg("agent=maml", "hidden_sizes=[16]")
-    agent = regression.make_agent(cfg)
+    agent = make_learner(cfg)
     data = make_dataset(6, 30, np.random.default_rng(0))
-    mse = regression.adaptation_mse(agent, data, 10, [0.05] * 5, queries=10)
+    mse = adaptation_mse(agent, data, 10, [0.05] * 5, queries=10)
     assert mse.shape == (6, 6)
     x = torch.as_tensor(data.x_BN[:, -10:]).unsqueeze(-1)
     direct = task_mse(agent.model(x), torch.as_tensor(data.y_BN[:, -10:]).unsqueeze(-1))
@@ -254,9 +316,14 @@ def test_adapted_predictions_start_at_the_model_and_reduce_support_error():
 
 
 # ---------------------------------------------------------------------- config and loop
-def test_list_names_the_supervised_module():
-    result = runner.invoke(app, ["list"], terminal_width=200)
-    assert result.exit_code == 0 and "supervised modules: sinusoid" in result.output
+def test_the_sinusoid_kind_names_its_entry_points():
+    kind = registry.kinds()["sinusoid"]
+    assert kind.load("config") is SinusoidConfig and kind.load("trainer") is SinusoidTrainer
+    assert kind.load("learner") is make_learner
+    assert kind.load("evaluate") is evaluate_report and kind.load("render") is render_report
+    assert kind.load("data").make_dataset is make_dataset
+    assert registry.kind_of("sinusoid") is kind
+    assert set(registry.learner_names("sinusoid")) == {"omni", "maml", "pretrain", "joint"}
 
 
 def test_config_is_strict():
@@ -264,21 +331,29 @@ def test_config_is_strict():
         smoke_cfg("shot=3")
     with pytest.raises(ConfigError, match="'agent' = 'random' is not allowed"):
         smoke_cfg("agent=random")
+    with pytest.raises(ConfigError, match="'agent' = 'oracle' is not allowed"):
+        smoke_cfg("agent=oracle")
     with pytest.raises(ConfigError, match="'shots' \\+ 'query_points' = 13 exceed"):
         smoke_cfg("shots=8")
-    cfg = load_config("sinusoid", schema=regression.Config)
+    with pytest.raises(ConfigError, match="'inner_lr' = -1.0 is out of range"):
+        load_config("sinusoid", ["inner_lr=-1"], schema=SinusoidConfig)
+    cfg = load_config("sinusoid", schema=SinusoidConfig)
     assert (cfg.train_tasks, cfg.points_per_task, cfg.inner_lr) == (30000, 50, 0.02)
 
 
 def test_training_resumes_bit_for_bit(tmp_path):
-    full = regression.Trainer(smoke_cfg("iterations=6", run_dir=tmp_path / "a"))
+    full = SinusoidTrainer(smoke_cfg("iterations=6", run_dir=tmp_path / "a"))
     full.train()
     lines = (full.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [2, 4, 6]
-    assert {"train/meta_distill", "eval/mse_after", "time/sps"} <= set(json.loads(lines[0]))
-    half = regression.Trainer(smoke_cfg("iterations=4", run_dir=tmp_path / "b"))
+    first = json.loads(lines[0])
+    assert {"train/meta_distill", "eval/mse_pre", "eval/mse_post", "time/sps"} <= set(first)
+    assert f"eval MSE after 1 step {first['eval/mse_post']:.3f}" in SinusoidTrainer.progress_stats(
+        first
+    )
+    half = SinusoidTrainer(smoke_cfg("iterations=4", run_dir=tmp_path / "b"))
     half.train()
-    resumed = regression.Trainer.resume(half.run_dir, iterations=6)
+    resumed = SinusoidTrainer.resume(half.run_dir, iterations=6)
     resumed.train()
     a = checkpoint.load(full.run_dir / "checkpoints" / "latest.pt")["agent"]
     b = checkpoint.load(resumed.run_dir / "checkpoints" / "latest.pt")["agent"]
@@ -295,28 +370,44 @@ def test_training_resumes_bit_for_bit(tmp_path):
     assert untimed((resumed.run_dir / "metrics.jsonl").read_text()) == untimed("\n".join(lines))
 
 
-# ------------------------------------------------------------------------------------ CLI
+def test_best_checkpoint_is_the_lowest_post_adaptation_mse(tmp_path):
+    trainer = SinusoidTrainer(smoke_cfg("iterations=6", "log_every=1", run_dir=tmp_path))
+    trainer.train()
+    rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").open()]
+    best = min(rows, key=lambda row: row["eval/mse_post"])
+    state = checkpoint.load(trainer.run_dir / "checkpoints" / "best.pt")
+    assert (state["iteration"], state["best"]) == (best["iteration"], best["eval/mse_post"])
+
+
+# ------------------------------------------------------------------- evaluate and render
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
-    """A smoke omni run and a maml run trained through the command line."""
+    """A smoke omni run and a maml run, 4 iterations each."""
     root = tmp_path_factory.mktemp("sinusoid")
     runs = {}
     for agent in ("omni", "maml"):
-        args = ["train", "smoke-sinusoid", "--agent", agent, "--iterations", "4", "--no-progress"]
-        result = runner.invoke(app, [*args, "--set", f"run_dir={root / 'runs'}"])
-        assert result.exit_code == 0, result.output
-        [runs[agent]] = (root / "runs").glob(f"sinusoid-{agent}-0-*")
+        cfg = smoke_cfg(f"agent={agent}", "iterations=4", run_dir=root / "runs")
+        runs[agent] = SinusoidTrainer(cfg).train()
+        assert runs[agent].name.startswith(f"sinusoid-{agent}-0-")
     return runs
 
 
-def test_train_evaluate_render_through_the_cli(trained_runs, tmp_path):
+def test_train_evaluate_render(trained_runs, tmp_path):
     cfg = yaml.safe_load((trained_runs["omni"] / "config.yaml").read_text())
     assert cfg["family"] == "sinusoid" and cfg["iterations"] == 4
     out = tmp_path / "eval"
-    args = ["evaluate", *map(str, trained_runs.values()), "--tasks", "6", "--steps", "3"]
-    result = runner.invoke(app, [*args, "--shots", "2,5", "--out", str(out)], terminal_width=200)
-    assert result.exit_code == 0, result.output
+    progress = []
+    options = EvaluateOptions(tasks=6, steps=3, shots="2,5", out=out)
+    report = evaluate_report(
+        list(trained_runs.values()), options, lambda *args: progress.append(args)
+    )
+    assert progress[-1][1:] == (4, 4) and len(progress) == 4  # 2 runs x 2 K's
+    assert report.columns == ["run", "K", "0 steps", "1 step", "2 steps", "3 steps"]
+    assert len(report.rows) == 4 and report.rows[0][1] == "2" and " ± " in report.rows[0][2]
+    written = write_report(report)
+    assert set(written) == {out / "eval.json", out / "eval.csv", out / "eval.png"}
     payload = json.loads((out / "eval.json").read_text())
+    assert payload == json.loads(json.dumps(report.payload))
     assert payload["shots"] == [2, 5] and len(payload["tasks"]) == 6
     omni, maml = payload["runs"]
     assert (omni["agent"], omni["flow"], maml["flow"]) == ("omni", "meta", None)
@@ -325,61 +416,84 @@ def test_train_evaluate_render_through_the_cli(trained_runs, tmp_path):
     assert len((out / "eval.csv").read_text().splitlines()) == 1 + 2 * 2 * 4
     png = tmp_path / "waves.png"
     task = '{"amplitude": 2.0, "phase": 1.0}'
-    args = [
-        "render",
-        str(trained_runs["omni"]),
-        "--task",
-        task,
-        "--steps",
-        "0,2",
-        "--out",
-        str(png),
-    ]
-    result = runner.invoke(app, args, terminal_width=200)
-    assert result.exit_code == 0, result.output
-    assert png.read_bytes()[:4] == b"\x89PNG" and "2 steps" in result.output
+    options = RenderOptions(task=task, steps="0,2", out=png)
+    report = render_report(trained_runs["omni"], options)
+    assert not png.exists()  # nothing is written until the report is
+    assert write_report(report) == [png]
+    assert png.read_bytes()[:4] == b"\x89PNG" and "2 steps" in report.columns
+    assert report.payload["task"] == {"amplitude": 2.0, "phase": 1.0}
+    assert [row[0] for row in report.rows] == ["5", "10"]  # the default K's
+
+
+def test_a_run_without_best_pt_is_evaluated_from_latest_with_a_note(trained_runs, tmp_path):
+    cfg = smoke_cfg("iterations=0", run_dir=tmp_path / "runs")
+    run = SinusoidTrainer(cfg).train()  # only latest.pt, written before the first log
+    assert not (run / "checkpoints" / "best.pt").exists()
+    report = evaluate_report([run], EvaluateOptions(tasks=2, steps=1, shots="3"))
+    assert report.payload["runs"][0]["checkpoint"] == "latest"
+    assert len(report.notes) == 1 and "using latest.pt" in report.notes[0]
+    assert set(report.files) == {run / "eval.json", run / "eval.csv", run / "eval.png"}
 
 
 def test_same_test_tasks_for_every_run_and_seed(trained_runs):
-    a = regression.evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=5)
-    b = regression.evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=5)
+    a = evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=5)
+    b = evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=5)
     assert a == b
-    c = regression.evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=6)
+    c = evaluate_runs([trained_runs["maml"]], tasks=3, shots=(4,), steps=1, seed=6)
     assert a["tasks"] != c["tasks"]
 
 
+EVALUATE, RENDER = evaluate_report, render_report
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("command", "runs", "options", "error", "message"),
     [
-        (["train", "sinusoid", "--set", "inner_lr=-1"], "'inner_lr' = -1.0 is out of range"),
-        (["train", "smoke-sinusoid", "--agent", "oracle"], "'agent' = 'oracle' is not allowed"),
-        (["evaluate", "{omni}", "--shots", "0,5"], "--shots values must lie in 1..1000"),
-        (["evaluate", "{omni}", "--shots", "five"], "--shots takes comma-separated integers"),
-        (["evaluate", "{omni}", "--episodes", "3"], "--episodes applies to RL runs only"),
-        (["evaluate", "{omni}", "--flow", "sideways"], "--flow 'sideways' does not exist"),
-        (["evaluate", "{maml}", "--flow", "meta"], "(its flows: none)"),
-        (["evaluate", "{omni}", "--steps", "2", "--lr-schedule", "0.1"], "needs 2 positive rates"),
-        (["evaluate", "{omni}", "{nav}"], "runs of different families cannot share test tasks"),
-        (["evaluate", "{omni}", "{tmp}/no-such-run"], "no-such-run is not a run folder"),
-        (["render", "{omni}", "--task", '{"amplitude": 9, "phase": 0}'], "'amplitude' = 9"),
-        (["render", "{omni}", "--task", "amplitude"], "--task must be JSON like"),
-        (["render", "{omni}", "--out", "{tmp}/w.gif"], "must be a file ending in .png, .svg"),
-        (["render", "{omni}", "--sample"], "--sample applies to RL runs only"),
-        (["render", "{empty}", "--checkpoint", "best"], "has no checkpoint best.pt"),
-        (["train", "--resume", "{empty}"], "has no checkpoint to resume"),
+        (EVALUATE, "omni", {"shots": "0,5"}, OptionError, "--shots values must lie in 1..1000"),
+        (EVALUATE, "omni", {"shots": "five"}, OptionError, "--shots takes comma-separated"),
+        (EVALUATE, "omni", {"episodes": 3}, OptionError, "--episodes does not apply to sinusoid"),
+        (EVALUATE, "omni", {"data": ("glyphs",)}, OptionError, "--data does not apply"),
+        (EVALUATE, "omni", {"flow": "sideways"}, OptionError, "--flow 'sideways' does not exist"),
+        (EVALUATE, "maml", {"flow": "meta"}, OptionError, "(its flows: none)"),
+        (EVALUATE, "omni", {"steps": 2, "lr_schedule": "0.1"}, OptionError, "needs 2 positive"),
+        (EVALUATE, "omni", {"checkpoint": "worst"}, OptionError, "best or latest"),
+        (EVALUATE, "omni nav", {}, OptionError, "runs of different families cannot share"),
+        (EVALUATE, "nav", {}, OptionError, "is not a sinusoid run (family: navigation-2d)"),
+        (EVALUATE, "omni missing", {}, FileNotFoundError, "no-such-run is not a run folder"),
+        (EVALUATE, "omni", {"out": "{tmp}/file.txt/sub"}, OSError, "cannot write to"),
+        (RENDER, "omni", {"task": '{"amplitude": 9, "phase": 0}'}, OptionError, "'amplitude' = 9"),
+        (RENDER, "omni", {"task": "amplitude"}, OptionError, "--task must be JSON like"),
+        (RENDER, "omni", {"out": "{tmp}/w.gif"}, OptionError, "must be a file ending in .png"),
+        (RENDER, "omni", {"sample": True}, OptionError, "--sample does not apply to sinusoid"),
+        (RENDER, "omni", {"steps": "0,200"}, OptionError, "--steps values must lie in 0..100"),
+        (RENDER, "empty", {"checkpoint": "best"}, FileNotFoundError, "has no checkpoint best.pt"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_code_2(trained_runs, tmp_path, args, message):
+def test_bad_input_is_one_clear_line(
+    trained_runs, tmp_path, command, runs, options, error, message
+):
     nav, empty = tmp_path / "nav-run", tmp_path / "empty-run"
     for folder, config in ((nav, "family: navigation-2d\n"), (empty, "family: sinusoid\n")):
         folder.mkdir()
         (folder / "config.yaml").write_text(config)
-    names = {**trained_runs, "nav": nav, "empty": empty, "tmp": tmp_path}
-    for name, path in names.items():  # not str.format: the JSON tasks hold braces
-        args = [a.replace(f"{{{name}}}", str(path)) for a in args]
-    if args[0] == "render" and "--out" not in args:  # nothing is written on bad input anyway
-        args += ["--out", str(tmp_path / "waves.png")]
-    result = runner.invoke(app, args, terminal_width=300)
-    assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "file.txt").write_text("not a folder")
+    paths = {**trained_runs, "nav": nav, "empty": empty, "missing": tmp_path / "no-such-run"}
+    folders = [paths[name] for name in runs.split()]
+    if "out" in options:
+        options["out"] = Path(options["out"].replace("{tmp}", str(tmp_path)))
+    if command is RENDER:
+        options.setdefault("out", tmp_path / "waves.png")
+        call = lambda: RENDER(folders[0], RenderOptions(**options))  # noqa: E731
+    else:
+        options.setdefault("out", tmp_path / "eval")
+        call = lambda: EVALUATE(folders, EvaluateOptions(**options))  # noqa: E731
+    with pytest.raises(error) as caught:
+        call()
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not list(tmp_path.glob("eval/*")) and not (tmp_path / "waves.png").exists()
+
+
+def test_resuming_a_run_without_a_checkpoint_is_one_clear_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("family: sinusoid\n")
+    with pytest.raises(FileNotFoundError, match="has no checkpoint to resume"):
+        SinusoidTrainer.resume(tmp_path)

@@ -36,25 +36,41 @@ def test_every_agent_trains_through_the_cli(tmp_path, agent):
     assert result.exit_code == 0, result.output
     run = only_run(tmp_path)
     assert run.name.startswith(f"navigation-2d-{agent}-0-")
-    assert load_config(str(run / "config.yaml")).agent == agent
-    for name in ("latest.pt", "best.pt"):
-        state = checkpoint.load(run / "checkpoints" / name)
-        assert set(state["agent"]["policy"]) and state["iteration"] in (0, 1, 2)
-    if agent == "random":
+    cfg = load_config(str(run / "config.yaml"))
+    assert cfg.agent == agent
+    latest = checkpoint.load(run / "checkpoints" / "latest.pt")
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    initial = Trainer(cfg, tmp_path / "unused").agent.policy.state_dict()  # same seed
+    if agent == "random":  # nothing to train: the initial parameters, saved once
+        assert latest["iteration"] == best["iteration"] == 0
+        assert states_equal(latest["agent"]["policy"], initial)
         return
+    assert latest["iteration"] == 2 and best["iteration"] in (1, 2)
+    assert not states_equal(latest["agent"]["policy"], initial)  # the steps moved the policy
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2]
-    for key in (
-        "rollout/return_pre",
-        "time/sps",
-        "time/iteration_s",
-        "time/sampling_s",
-        "train/loss_before",
-    ):
+    for key in ("rollout/return_pre", "time/sps", "time/iteration_s", "time/sampling_s"):
         assert all(key in line for line in lines), key
+    # TRPO accepted a step in every iteration of the smoke config, inside the trust region.
+    assert all(line["train/accepted"] == 1.0 for line in lines)
+    assert all(0 < line["train/kl"] <= cfg.max_kl for line in lines)
+    assert all(line["train/loss_after"] < line["train/loss"] for line in lines)
     if agent != "pretrain":
         assert all("rollout/return_post" in line for line in lines)
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+
+
+def test_latest_checkpoint_advances_every_iteration(tmp_path):
+    trainer = Trainer(load_config("smoke-navigation-2d", [f"run_dir={tmp_path}", "iterations=3"]))
+    trainer._open_run()
+    latest = trainer.checkpoint_dir / "latest.pt"
+    seen = []
+    for _ in range(3):
+        trainer.step()
+        state = checkpoint.load(latest)
+        seen.append(state["iteration"])
+        assert states_equal(state["agent"], trainer.agent.state_dict())
+    assert seen == [1, 2, 3]
 
 
 @pytest.mark.parametrize("agent", ["omni", "maml"])

@@ -1,11 +1,12 @@
-"""The strict config of a few-shot classification run (loaded like the RL configs)."""
+"""The strict config of a few-shot classification run, and the kind's learner factory."""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from omnirl import registry
 from omnirl.config import (
     NON_EMPTY_POSITIVE,
     ConfigError,
@@ -18,14 +19,6 @@ from omnirl.config import (
 )
 
 FAMILY = "fewshot"
-# Learning rules by name, as "module:Class" entry points resolved on use (the core never imports
-# omnirl.agents statically).
-LEARNERS = {
-    "omni": "omnirl.agents.fewshot:OmniLearner",
-    "protonet": "omnirl.agents.fewshot:ProtoNetLearner",
-    "pretrain": "omnirl.agents.fewshot:PretrainLearner",
-    "joint": "omnirl.agents.fewshot:JointLearner",
-}
 
 
 @dataclass(frozen=True)
@@ -38,7 +31,7 @@ class FewShotConfig:
 
     # what to train
     family: str = config_key(FAMILY, "module (few-shot classification)", one_of((FAMILY,)))
-    agent: str = config_key("omni", "learning rule", one_of(tuple(LEARNERS)))
+    agent: str = config_key("omni", "learning rule", one_of(lambda: registry.learner_names(FAMILY)))
     seed: int = config_key(0, "seed of the whole run", at_least(0))
     data: str = config_key(
         "glyphs", "training data: a folder root/<class>/*.png|jpg, or glyphs or shapes"
@@ -77,12 +70,23 @@ class FewShotConfig:
             )
 
 
-def learner_class(name: str) -> Any:
-    """The learning-rule class registered as ``name`` (imported now)."""
-    module, _, attr = LEARNERS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+def data_module() -> Any:
+    """The kind's data module, ``omnirl.envs.fewshot``, reached through the registry."""
+    return registry.kinds()[FAMILY].load("data")
 
 
-def make_learner(cfg: FewShotConfig, num_classes: int) -> Any:
-    """A new ``cfg.agent`` learner whose linear heads cover ``num_classes`` training classes."""
-    return learner_class(cfg.agent)(cfg, num_classes)
+def make_learner(cfg: FewShotConfig, state: Mapping[str, Any] | None = None) -> Any:
+    """A new ``cfg.agent`` learner (the ``fewshot`` kind's learner factory).
+
+    Its linear heads cover the training classes: those of ``state["classes"]`` (a checkpoint,
+    or the trainer's ``{"classes": ...}``), else the training classes of ``cfg.data`` (counted
+    without reading any image).
+
+    Raises:
+        DataError: no ``state`` and ``cfg.data`` names no usable data.
+    """
+    if state is None:
+        classes = data_module().class_names(cfg.data, "train")
+    else:
+        classes = state["classes"]
+    return registry.load_learner(cfg.agent, FAMILY)(cfg, len(classes))

@@ -3,15 +3,14 @@
 For every dataset and shot, one list of episodes (drawn from the test classes with the
 evaluation seed) is shared by every run, so runs are compared on the same episodes. A run's
 network embeds every test image once (eval mode: batch norms use their running statistics);
-an episode is then a selection of features, classified with prototypes (ProtoNet) or with a new
-linear layer fine-tuned on the support set (Baseline). Outputs: ``eval.json`` (every episode's
-accuracy) and ``eval.png``, written atomically.
+an episode is then a selection of features, classified by the learner as it is tested: with
+prototypes (ProtoNet) or with a new linear layer fine-tuned on the support set (Baseline).
+:func:`evaluate_report` is ``omnirl evaluate`` for few-shot runs: a table, ``eval.json`` (every
+episode's accuracy), ``eval.csv`` and ``eval.png``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,96 +19,128 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnirl import checkpoint
-from omnirl.config import ConfigError, load_config
-from omnirl.evaluation import mean_ci95
-from omnirl.fewshot.classify import finetune_accuracy, prototype_accuracy
-from omnirl.fewshot.config import FewShotConfig, make_learner
-from omnirl.fewshot.data import (
-    Episode,
-    EpisodeSampler,
-    ImageSet,
-    check_episodes,
-    data_name,
-    load_split,
+from omnirl.checkpoint import Run, load_runs
+from omnirl.fewshot.config import FAMILY, data_module
+from omnirl.options import (
+    EvaluateOptions,
+    OptionError,
+    check_flow,
+    parse_counts,
+    reject,
 )
-from omnirl.files import write_atomic
+from omnirl.report import (
+    Report,
+    csv_bytes,
+    figure_bytes,
+    json_bytes,
+    mean_ci_text,
+    output_folder,
+    pyplot,
+    run_label,
+)
+from omnirl.seeding import TEST_STREAM, stream
+from omnirl.stats import mean_ci95
 
-TEST_STREAM = 104_729  # seeds the test episodes apart from training and validation draws
 CHUNK = 100  # episodes classified at once (bounds memory for large feature sizes)
+DEFAULT_SHOTS = "1,5"
+DEFAULT_EPISODES = 600  # the standard protocol
+MAX_SHOT = 1000
+# Options of `omnirl evaluate` that only RL and regression runs use.
+NOT_FEWSHOT = ("tasks", "steps", "lr_schedule")
+
+Progress = Callable[[str, int, int], None]
 
 
 def episode_accuracies(
+    learner: Any,
     features_ND: torch.Tensor,
-    episodes: Sequence[Episode],
-    classifier: str,
+    episodes: Sequence[Any],
+    flow: str,
     generator: torch.Generator,
 ) -> np.ndarray:
     """Accuracy of every episode, its images given as rows of ``features_ND``.
 
     Args:
-        features_ND: features of every image of the split the episodes index.
-        episodes: episodes of one way/shot/queries.
-        classifier: ``"protonet"`` (nearest prototype) or ``"finetune"`` (a new linear layer,
-            :func:`~omnirl.fewshot.classify.finetune_accuracy`).
-        generator: seeds the fine-tuned layers' initialisation and mini-batches.
+        learner: classifies each episode as its ``flow`` is tested (``learner.classify``).
+        features_ND: ``flow``'s features of every image of the split the episodes index.
+        episodes: episodes (``omnirl.envs.fewshot.Episode``) of one way/shot/queries.
+        flow: the flow the features are of.
+        generator: seeds fine-tuned classifiers' initialisation and mini-batches.
     """
     accuracies = []
     for start in range(0, len(episodes), CHUNK):
         chunk = episodes[start : start + CHUNK]
         support = features_ND[torch.from_numpy(np.stack([e.support_WK for e in chunk]))]
         query = features_ND[torch.from_numpy(np.stack([e.query_WQ for e in chunk]))]
-        if classifier == "protonet":
-            accuracies.append(prototype_accuracy(support, query))
-        else:
-            accuracies.append(finetune_accuracy(support, query, generator))
+        way, queries = query.shape[1:3]
+        labels = torch.arange(way).repeat_interleave(queries)
+        predicted = learner.classify(support, query, flow, generator)
+        accuracies.append((predicted == labels).double().mean(-1))  # exact k/n in JSON
     return torch.cat(accuracies).numpy().astype(np.float64)
 
 
-def load_fewshot_run(run_dir: str | Path, which: str = "best") -> tuple[FewShotConfig, Any]:
-    """The config and the learner restored from ``run_dir/checkpoints/<which>.pt``.
-
-    Raises:
-        FileNotFoundError: no run folder, or no such checkpoint (one line, for the CLI).
-    """
-    path = checkpoint.run_checkpoint(run_dir, which)
-    run_dir = Path(run_dir)
-    cfg = load_config(str(run_dir / "config.yaml"), schema=FewShotConfig)
-    state = checkpoint.load(path)
-    learner = make_learner(cfg, len(state["classes"]))
-    learner.load_state_dict(state["agent"])
-    return cfg, learner
-
-
 def sample_test_episodes(
-    images: ImageSet, way: int, shot: int, queries: int, count: int, seed: int
-) -> list[Episode]:
-    """``count`` test episodes, the same for every run evaluated with ``seed``."""
-    sampler = EpisodeSampler(images, way, shot, queries)
-    rng = np.random.default_rng([seed, shot, TEST_STREAM])
+    images: Any, way: int, shot: int, queries: int, count: int, seed: int
+) -> list[Any]:
+    """``count`` test episodes of an image set, the same for every run evaluated with ``seed``."""
+    sampler = data_module().EpisodeSampler(images, way, shot, queries)
+    rng = stream(seed, shot, TEST_STREAM)
     return [sampler.sample(rng) for _ in range(count)]
 
 
+def load_test_sets(
+    runs: Sequence[Run], datas: Sequence[str], max_shot: int
+) -> dict[tuple[str, int], Any]:
+    """The test classes of every dataset at every image size the runs use, checked up front.
+
+    Raises:
+        DataError: a dataset cannot make ``max_shot``-shot test episodes (before any work).
+    """
+    data = data_module()
+    way, queries = runs[0].cfg.test_way, runs[0].cfg.test_queries
+    sets = {}
+    for name in datas:
+        for size in sorted({run.cfg.image_size for run in runs}):
+            sets[name, size] = data.load_split(name, "test", size)
+            data.check_episodes(sets[name, size], way, max_shot, queries)
+    return sets
+
+
+def _run_entry(run: Run, flow: str | None) -> dict[str, Any]:
+    learner = run.learner
+    check_flow(learner, flow, run.path)
+    flow = learner.eval_flow if flow is None else flow
+    return {
+        "run": str(run.path),
+        "agent": run.cfg.agent,
+        "trained_on": data_module().data_name(run.cfg.data),
+        "flow": flow,
+        "classifier": learner.classifier(flow),
+        "results": {},
+    }
+
+
 def evaluate_runs(
-    runs: Sequence[tuple[Path, FewShotConfig, Any]],
+    runs: Sequence[Run | str | Path],
     datas: Sequence[str],
     shots: Sequence[int] = (1, 5),
-    episodes: int = 600,
+    episodes: int = DEFAULT_EPISODES,
     seed: int = 1000,
     flow: str | None = None,
-    on_episodes: Callable[[int], None] | None = None,
-    test_sets: dict[tuple[str, int], ImageSet] | None = None,
+    on_progress: Progress | None = None,
+    test_sets: dict[tuple[str, int], Any] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of every run on ``episodes`` test episodes per dataset and shot.
 
     Args:
-        runs: (run folder, config, learner) of each run.
+        runs: runs restored with :func:`omnirl.checkpoint.load_run`, or their folders
+            (restored from ``best.pt``).
         datas: datasets whose test classes to use (folders or embedded names).
         shots: support images per class (K) of the test episodes.
         episodes: episodes per dataset and shot (the standard protocol: 600).
         seed: seeds the episodes and the fine-tuned classifiers.
         flow: the flow to test (default: each learner's ``eval_flow``).
-        on_episodes: called with the number of episodes just evaluated (a progress bar).
+        on_progress: called as ``(run label, episodes done, episodes in all)``.
         test_sets: the datasets' test classes if already loaded (:func:`load_test_sets`).
 
     Returns:
@@ -117,86 +148,57 @@ def evaluate_runs(
         accuracy per dataset and shot.
 
     Raises:
-        ConfigError: a flow the runs do not have; a dataset that cannot make the episodes
-            (:class:`~omnirl.fewshot.data.DataError`: too few classes or images).
+        OptionError: a flow the runs do not have.
+        DataError: a dataset that cannot make the episodes (too few classes or images).
     """
-    way, queries = runs[0][1].test_way, runs[0][1].test_queries
-    results = [_run_entry(run, cfg, learner, flow) for run, cfg, learner in runs]
-    test_sets = test_sets or load_test_sets(runs, datas, max(shots))
+    loaded = [
+        run if isinstance(run, Run) else load_runs([run], flow=flow, kind="fewshot")[0]
+        for run in runs
+    ]
+    way, queries = loaded[0].cfg.test_way, loaded[0].cfg.test_queries
+    results = [_run_entry(run, flow) for run in loaded]
+    test_sets = test_sets or load_test_sets(loaded, datas, max(shots))
+    name_of = data_module().data_name
+    done, total = 0, len(loaded) * len(datas) * len(shots) * episodes
     for data in datas:
-        for entry, (_, cfg, learner) in zip(results, runs, strict=True):
-            images = test_sets[data, cfg.image_size]
-            features = learner.embed(images.images_NCHW, entry["flow"])
+        for entry, run in zip(results, loaded, strict=True):
+            images = test_sets[data, run.cfg.image_size]
+            features = run.learner.embed(images.images_NCHW, entry["flow"])
             for shot in shots:
                 chosen = sample_test_episodes(images, way, shot, queries, episodes, seed)
                 generator = torch.Generator().manual_seed(seed + shot)
-                acc = episode_accuracies(features, chosen, entry["classifier"], generator)
+                acc = episode_accuracies(run.learner, features, chosen, entry["flow"], generator)
                 mean, ci = mean_ci95(acc)
-                entry["results"].setdefault(data_name(data), {})[str(shot)] = {
+                entry["results"].setdefault(name_of(data), {})[str(shot)] = {
                     "mean": mean,
                     "ci95": ci,
                     "accuracies": acc.tolist(),
                 }
-                if on_episodes is not None:
-                    on_episodes(episodes)
+                done += episodes
+                if on_progress is not None:
+                    on_progress(run_label(entry), done, total)
     return {
-        "family": "fewshot",
+        "family": FAMILY,
         "way": way,
         "queries": queries,
         "shots": list(shots),
         "episodes": episodes,
         "seed": seed,
-        "data": [data_name(d) for d in datas],
+        "data": [name_of(d) for d in datas],
         "runs": results,
     }
 
 
-def load_test_sets(
-    runs: Sequence[tuple[Path, FewShotConfig, Any]], datas: Sequence[str], max_shot: int
-) -> dict[tuple[str, int], ImageSet]:
-    """The test classes of every dataset at every image size the runs use, checked up front.
-
-    Raises:
-        DataError: a dataset cannot make ``max_shot``-shot test episodes (before any work).
-    """
-    way, queries = runs[0][1].test_way, runs[0][1].test_queries
-    sets = {}
-    for data in datas:
-        for size in sorted({cfg.image_size for _, cfg, _ in runs}):
-            sets[data, size] = load_split(data, "test", size)
-            check_episodes(sets[data, size], way, max_shot, queries)
-    return sets
-
-
-def _run_entry(run: Path, cfg: FewShotConfig, learner: Any, flow: str | None) -> dict[str, Any]:
-    flow = learner.eval_flow if flow is None else flow
-    if flow not in learner.net.flows:
-        raise ConfigError(
-            f"--flow {flow!r} does not exist in {run} (its flows: {', '.join(learner.net.flows)})"
-        )
-    return {
-        "run": str(run),
-        "agent": cfg.agent,
-        "trained_on": data_name(cfg.data),
-        "flow": flow,
-        "classifier": learner.classifier(flow),
-        "results": {},
-    }
-
-
-def run_label(entry: dict[str, Any]) -> str:
-    """``omni (meta flow, protonet)``-style label of a run's entry."""
+# ----------------------------------------------------------------------------- the report
+def method_label(entry: dict[str, Any]) -> str:
+    """``omni (meta flow, protonet)``-style label of a run's entry: how it was tested."""
     flow = "" if entry["agent"] != "omni" else f"{entry['flow']} flow, "
     return f"{entry['agent']} ({flow}{entry['classifier']})"
 
 
 def plot_bytes(payload: dict[str, Any]) -> bytes:
     """PNG: one panel per dataset, bars of mean accuracy ± 95% CI per shot and run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     datas, shots, runs = payload["data"], payload["shots"], payload["runs"]
     fig, axes = plt.subplots(
         1, len(datas), figsize=(3.2 + 2.6 * len(datas), 3.8), dpi=120, squeeze=False
@@ -212,7 +214,7 @@ def plot_bytes(payload: dict[str, Any]) -> bytes:
                 width,
                 yerr=[100 * s["ci95"] for s in stats],
                 capsize=3,
-                label=run_label(entry) if ax is axes[0][0] else None,
+                label=method_label(entry) if ax is axes[0][0] else None,
             )
             ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
         trained = {entry["trained_on"] for entry in runs}
@@ -225,120 +227,90 @@ def plot_bytes(payload: dict[str, Any]) -> bytes:
     axes[0][0].set_ylabel(f"accuracy % ({payload['episodes']} episodes, 95% CI)")
     fig.legend(loc="lower center", ncol=min(len(runs), 4), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_bytes(fig)
 
 
-def write_report(folder: Path, payload: dict[str, Any]) -> list[Path]:
-    """Write ``eval.json`` and ``eval.png`` into ``folder`` atomically; return their paths."""
-    # Every episode's accuracy on one line per list: 600-long columns made the file 4x longer.
-    text = re.sub(
-        r"\[[-+.\deE,\s]+\]", lambda m: "".join(m.group().split()), json.dumps(payload, indent=1)
-    )
-    files = {
-        "eval.json": text.encode(),
-        "eval.png": plot_bytes(payload),
-    }
-    for name, data in files.items():
-        write_atomic(folder / name, data)
-    return [folder / name for name in files]
+def _eval_json(payload: dict[str, Any]) -> bytes:
+    """``eval.json`` with every episode's accuracies on one line per list."""
+    # 600-long columns of numbers made the file 4x longer.
+    text = json_bytes(payload).decode()
+    return re.sub(r"\[[-+.\deE,\s]+\]", lambda m: "".join(m.group().split()), text).encode()
 
 
-def parse_shots(text: str) -> list[int]:
-    """``"1,5"`` -> ``[1, 5]``.
-
-    Raises:
-        ConfigError: not a comma-separated list of integers >= 1.
-    """
-    try:
-        shots = [int(x) for x in text.split(",")]
-    except ValueError:
-        shots = []
-    if not shots or min(shots) < 1:
-        raise ConfigError(f"--shots takes comma-separated integers >= 1, like 1,5; got {text!r}")
-    return shots
+def _eval_csv(payload: dict[str, Any]) -> bytes:
+    """``eval.csv``: one row per run, dataset and shot."""
+    rows = [
+        [e["run"], e["agent"], e["flow"], e["classifier"], data, shot, r["mean"], r["ci95"]]
+        for e in payload["runs"]
+        for data in payload["data"]
+        for shot in payload["shots"]
+        for r in [e["results"][data][str(shot)]]
+    ]
+    header = ["run", "agent", "flow", "classifier", "data", "shot", "accuracy", "ci95"]
+    return csv_bytes(header, rows)
 
 
-def _datasets(loaded: Sequence[tuple[Path, FewShotConfig, Any]], data: Sequence[str] | None):
+def _table(payload: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """Title, columns and rows: accuracy (%) ± 95% CI per run, dataset and shot."""
+    title = f"{payload['way']}-way accuracy (%) ± 95% CI on {payload['episodes']} test episodes"
+    columns = ["run"] + [f"{d} {s}-shot" for d in payload["data"] for s in payload["shots"]]
+    rows = [
+        [f"{method_label(e)}\n{Path(e['run']).name}"]
+        + [
+            mean_ci_text(r["mean"], r["ci95"], scale=100)
+            for d in payload["data"]
+            for r in (e["results"][d][str(s)] for s in payload["shots"])
+        ]
+        for e in payload["runs"]
+    ]
+    return title, columns, rows
+
+
+def _datasets(runs: Sequence[Run], data: Sequence[str]) -> list[str]:
     """The datasets to test on: ``--data`` as given, else the data the runs were trained on."""
     if data:
         return list(data)
-    trained = sorted({cfg.data for _, cfg, _ in loaded})
+    trained = sorted({run.cfg.data for run in runs})
     if len(trained) != 1:
-        raise ConfigError(f"the runs were trained on different data {trained}; choose with --data")
+        raise OptionError(f"the runs were trained on different data {trained}; choose with --data")
     return trained
 
 
-def evaluate_command(
-    console: Any,
-    runs: Sequence[Path],
-    episodes: int | None = None,
-    shots: str | None = None,
-    seed: int = 1000,
-    checkpoint: str = "best",
-    flow: str | None = None,
-    out: Path | None = None,
-    data: Sequence[str] | None = None,
-    steps: int | None = None,
-    lr_schedule: str | None = None,
-    **_rl_options: Any,
-) -> None:
-    """``omnirl evaluate`` for few-shot runs: table, ``eval.json`` and ``eval.png``.
+def evaluate_report(
+    runs: Sequence[Path], options: EvaluateOptions, on_progress: Progress | None = None
+) -> Report:
+    """``omnirl evaluate`` for few-shot runs: the table, ``eval.json|csv|png`` and notes.
 
-    Every run is tested on the same ``episodes`` (default 600) 5-way episodes per dataset and
-    shot (default 1 and 5) drawn from the test classes of each ``data`` (default: the data the
-    runs were trained on; another dataset gives a cross-domain evaluation). RL-only options
-    (``tasks``) are ignored; ``steps`` and ``lr_schedule`` are refused.
+    Every run is tested on the same ``--episodes`` (default 600) 5-way episodes per dataset and
+    shot (``--shots``, default 1,5) drawn from the test classes of each ``--data`` (default:
+    the data the runs were trained on; another dataset gives a cross-domain evaluation).
+    Everything is checked before any episode: options, runs, flows, the output folder and
+    whether the data can make the episodes.
 
     Raises:
-        ConfigError: a bad option or data that cannot make the episodes (one line).
-        OSError: a missing run or checkpoint, or an output folder that cannot be written.
+        OptionError: an option that does not apply (``--tasks``, ``--steps``,
+            ``--lr-schedule``) or a bad value.
+        ConfigError: a run's config, or data that cannot make the episodes (one line).
+        FileNotFoundError: a missing run or checkpoint.
+        OSError: an output folder that cannot be written.
     """
-    from rich.table import Table
-
-    from omnirl.cli import _progress
-    from omnirl.report import check_writable
-
-    for name, value in (("--steps", steps), ("--lr-schedule", lr_schedule)):
-        if value is not None:
-            raise ConfigError(f"{name} does not apply to few-shot runs (see --shots, --data)")
-    shot_list = parse_shots(shots or "1,5")
-    episodes = 600 if episodes is None else episodes
-    loaded = [(Path(run), *load_fewshot_run(run, checkpoint)) for run in runs]
-    datas = _datasets(loaded, data)
-    folder = out or (Path(runs[0]) if len(runs) == 1 else Path("eval"))
-    check_writable(folder)
-    for run, cfg, learner in loaded:  # bad flows and data fail before the progress bar
-        _run_entry(run, cfg, learner, flow)
-    test_sets = load_test_sets(loaded, datas, max(shot_list))
-    bar = _progress("episodes")
-    bar.add_task("evaluate", total=len(runs) * len(datas) * len(shot_list) * episodes)
-    with bar:
-        payload = evaluate_runs(
-            loaded,
-            datas,
-            shot_list,
-            episodes,
-            seed,
-            flow,
-            on_episodes=lambda n: bar.advance(bar.task_ids[0], n),
-            test_sets=test_sets,
-        )
-    way = payload["way"]
-    table = Table(title=f"{way}-way accuracy (%) ± 95% CI on {episodes} test episodes")
-    table.add_column("run")
-    for name in payload["data"]:
-        for shot in shot_list:
-            table.add_column(f"{name} {shot}-shot", justify="right")
-    for entry in payload["runs"]:
-        cells = [
-            f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}"
-            for name in payload["data"]
-            for r in (entry["results"][name][str(shot)] for shot in shot_list)
-        ]
-        table.add_row(f"{run_label(entry)}\n{Path(entry['run']).name}", *cells)
-    console.print(table)
-    for path in write_report(folder, payload):
-        console.print(f"wrote {path}", highlight=False)
+    reject(options, NOT_FEWSHOT, FAMILY)
+    shots = parse_counts(options.shots or DEFAULT_SHOTS, "--shots", 1, MAX_SHOT)
+    episodes = DEFAULT_EPISODES if options.episodes is None else options.episodes
+    if episodes < 1:
+        raise OptionError(f"--episodes must be >= 1, got {episodes}")
+    loaded = load_runs(runs, options.checkpoint, options.flow, kind="fewshot")
+    datas = _datasets(loaded, options.data)
+    folder = output_folder(None if options.out is None else Path(options.out), runs)
+    test_sets = load_test_sets(loaded, datas, max(shots))
+    payload = evaluate_runs(
+        loaded, datas, shots, episodes, options.seed, options.flow, on_progress, test_sets
+    )
+    title, columns, rows = _table(payload)
+    files = {
+        folder / "eval.json": _eval_json(payload),
+        folder / "eval.csv": _eval_csv(payload),
+        folder / "eval.png": plot_bytes(payload),
+    }
+    notes = [run.note for run in loaded if run.note]
+    return Report(title, columns, rows, files, notes, payload)

@@ -14,17 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from omnirl.fewshot.classify import as_input
-from omnirl.fewshot.config import FewShotConfig, make_learner
-from omnirl.fewshot.data import DataError, EpisodeSampler, load_split
-from omnirl.seeding import seed_everything
+from omnirl.fewshot.config import FewShotConfig, data_module, make_learner
+from omnirl.fewshot.evaluate import episode_accuracies
+from omnirl.seeding import EVAL_STREAM, seed_everything, stream
+from omnirl.stats import mean_ci95
 from omnirl.threads import available_cores
 from omnirl.trainer import RunTrainer, new_run_dir
 
-VAL_STREAM = 7919  # seeds the fixed validation episodes apart from the training draws
 VAL_SHOT = 5  # validation (and best.pt) uses 5-shot episodes
 
 
@@ -39,15 +37,18 @@ class FewShotTrainer(RunTrainer):
         DataError: the data cannot make the configured batches and episodes.
     """
 
+    schema = FewShotConfig
+
     def __init__(self, cfg: FewShotConfig, run_dir: str | Path | None = None):
         self.cfg = cfg
+        self.data = data_module()
         torch.set_num_threads(cfg.torch_threads or available_cores())
-        self.rng = seed_everything(cfg.seed)
-        self.train_set = load_split(cfg.data, "train", cfg.image_size)
-        self.learner = make_learner(cfg, len(self.train_set.classes))
+        self.rng = seed_everything(cfg.seed)  # also seeds parameter initialisation
+        self.train_set = self.data.load_split(cfg.data, "train", cfg.image_size)
+        self.agent = make_learner(cfg, {"classes": self.train_set.classes})
         self.sampler = None
-        if self.learner.uses_episode:
-            self.sampler = EpisodeSampler(
+        if self.agent.uses_episode:
+            self.sampler = self.data.EpisodeSampler(
                 self.train_set, cfg.train_way, cfg.train_shot, cfg.train_queries
             )
         self.val = self._validation_data() if cfg.eval_every else None
@@ -57,30 +58,20 @@ class FewShotTrainer(RunTrainer):
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self._writer: Any = None
 
-    def _validation_data(self) -> tuple[np.ndarray, list[Any]]:
+    def _validation_data(self) -> tuple[Any, list[Any]]:
         """The validation images and a fixed list of 5-shot episodes over them."""
         cfg = self.cfg
         try:
-            images = load_split(cfg.data, "val", cfg.image_size)
-        except DataError as exc:
-            raise DataError(f"{exc} (or train without validation: --set eval_every=0)") from None
-        sampler = EpisodeSampler(images, cfg.test_way, VAL_SHOT, cfg.test_queries)
-        rng = np.random.default_rng([cfg.seed, VAL_STREAM])
+            images = self.data.load_split(cfg.data, "val", cfg.image_size)
+        except self.data.DataError as exc:
+            message = f"{exc} (or train without validation: --set eval_every=0)"
+            raise self.data.DataError(message) from None
+        sampler = self.data.EpisodeSampler(images, cfg.test_way, VAL_SHOT, cfg.test_queries)
+        rng = stream(cfg.seed, EVAL_STREAM)
         return images.images_NCHW, [sampler.sample(rng) for _ in range(cfg.eval_episodes)]
 
-    # --------------------------------------------------------------------- checkpoint
-    schema = FewShotConfig
-
-    def model_state_dict(self) -> dict[str, Any]:
-        """The learner's state."""
-        return self.learner.state_dict()
-
-    def load_model_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`model_state_dict`."""
-        self.learner.load_state_dict(state)
-
     def checkpoint_extra(self) -> dict[str, Any]:
-        """The training classes, kept with the weights."""
+        """The training classes, kept with the weights (they size the learner's heads)."""
         return {"classes": list(self.train_set.classes)}
 
     # ---------------------------------------------------------------------- training
@@ -104,40 +95,23 @@ class FewShotTrainer(RunTrainer):
         self.writer.flush()
         return self.run_dir
 
-    def _inputs(self) -> tuple[Any, Any]:
-        """The pre-training batch and the episode the learner needs (``None`` for the other)."""
-        from omnirl.agents.fewshot import Batch, EpisodeBatch
-
-        cfg, images = self.cfg, self.train_set
-        batch = episode = None
-        if self.learner.uses_batch:
-            pick = self.rng.integers(0, len(images.labels_N), cfg.batch_size)
-            labels = torch.from_numpy(images.labels_N[pick])
-            batch = Batch(as_input(images.images_NCHW[pick]), labels)
-        if self.sampler is not None:
-            ep = self.sampler.sample(self.rng)
-            pick = np.concatenate([ep.support_WK.ravel(), ep.query_WQ.ravel()])
-            episode = EpisodeBatch(
-                as_input(images.images_NCHW[pick]), cfg.train_way, cfg.train_shot, cfg.train_queries
-            )
-        return batch, episode
-
     def step(self) -> dict[str, float]:
         """One training step, logged; validation and checkpoints every ``eval_every`` steps."""
+        cfg = self.cfg
         start = time.perf_counter()
-        batch, episode = self._inputs()
+        batch_size = cfg.batch_size if self.agent.uses_batch else None
+        draw = self.data.draw_training(self.train_set, self.rng, batch_size, self.sampler)
         try:
-            metrics = self.learner.step(batch, episode)
+            metrics = self.agent.update(draw)
         except FloatingPointError as exc:
             raise self.stopped(exc, "step") from None
         elapsed = time.perf_counter() - start
-        seen = sum(len(x.images) for x in (batch, episode) if x is not None)
-        metrics.update({"time/step_s": elapsed, "time/sps": seen / elapsed})
+        metrics.update({"time/iteration_s": elapsed, "time/sps": draw.num_images() / elapsed})
         self.iteration += 1
-        if self.val is not None and self.iteration % self.cfg.eval_every == 0:
+        if self.val is not None and self.iteration % cfg.eval_every == 0:
             metrics.update(self.validate())
-            improved = metrics["eval/accuracy"] > self.best
-            self.best = max(self.best, metrics["eval/accuracy"])
+            improved = metrics["eval/accuracy_post"] > self.best
+            self.best = max(self.best, metrics["eval/accuracy_post"])
             self.save_checkpoint("latest.pt")
             if improved:
                 self.save_checkpoint("best.pt")
@@ -146,20 +120,16 @@ class FewShotTrainer(RunTrainer):
 
     def validate(self) -> dict[str, float]:
         """5-way 5-shot accuracy of the test-time classifier on the fixed validation episodes."""
-        from omnirl.evaluation import mean_ci95
-        from omnirl.fewshot.evaluate import episode_accuracies
-
         images, episodes = self.val  # type: ignore[misc]
-        flow = self.learner.eval_flow
-        features = self.learner.embed(images, flow)
-        generator = torch.Generator().manual_seed(self.cfg.seed + VAL_STREAM)
-        acc = episode_accuracies(features, episodes, self.learner.classifier(flow), generator)
-        mean, ci = mean_ci95(acc)
-        return {"eval/accuracy": mean, "eval/accuracy_ci95": ci}
+        flow = self.agent.eval_flow
+        features = self.agent.embed(images, flow)
+        generator = torch.Generator().manual_seed(self.cfg.seed + EVAL_STREAM)
+        mean, ci = mean_ci95(episode_accuracies(self.agent, features, episodes, flow, generator))
+        return {"eval/accuracy_post": mean, "eval/accuracy_post_ci95": ci}
 
     def progress_stats(self, metrics: dict[str, float]) -> str:
         """The progress bar's trailer: steps/s, training loss, best validation accuracy."""
-        stats = f"{1 / max(metrics['time/step_s'], 1e-9):.1f} steps/s"
+        stats = f"{1 / max(metrics['time/iteration_s'], 1e-9):.1f} steps/s"
         stats += f"  loss {metrics['train/loss']:.3f}"
         if math.isfinite(self.best):
             stats += f"  best val 5-shot {100 * self.best:.1f}%"

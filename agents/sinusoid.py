@@ -15,7 +15,9 @@ the policy-gradient surrogate:
   teacher adapts on the same support points with its own first-order, detached steps.
 
 ``O = (L_pre + lambda R_pre) + (L_meta + lambda R_meta) + L_joint``, one Adam step on all
-parameters, then the EMA update. Each loss is a small pure function below.
+parameters (:func:`omnirl.optim.adam_step`), then the EMA update. Each loss is a small pure
+function below. Every learner implements :class:`omnirl.learner.Learner` (kind
+``"sinusoid"``); its ``update`` takes the numpy :class:`omnirl.envs.sinusoid.MetaBatch`.
 """
 
 from __future__ import annotations
@@ -26,55 +28,15 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from omnirl.agents.base import check_finite
-from omnirl.agents.omni_net import OmniNet
-from omnirl.agents.policies import mlp
+from omnirl.agents.sinusoid_net import MLPRegressor, inner_params, omni_regressor
 from omnirl.ema import EMATeacher, TeacherState
-from omnirl.maml import detached, flow_params, sgd_step, task_call, task_params
-from omnirl.pg import Params
-
-
-# ------------------------------------------------------------------------------- models
-class MLPRegressor(nn.Module):
-    """``y = w . tanh-MLP(x) + b``: the plain network of ``maml``, ``pretrain`` and ``joint``.
-
-    Args:
-        hidden: hidden layer sizes (tanh).
-        d_in: input size (1 for sinusoids).
-    """
-
-    flows = (None,)
-
-    def __init__(self, hidden: Sequence[int] = (64, 64), d_in: int = 1):
-        super().__init__()
-        self.body = mlp([d_in, *hidden])
-        self.head = nn.Linear(hidden[-1] if hidden else d_in, 1)
-
-    def forward(self, x: torch.Tensor, flow: str | None = None) -> torch.Tensor:
-        """Prediction ``(..., 1)`` for inputs ``(..., d_in)``; a plain MLP has no flows."""
-        if flow is not None:
-            raise ValueError(f"MLPRegressor has a single flow; got flow={flow!r}")
-        return self.head(self.body(x))
-
-    def flow_parameter_names(self, flow: str | None = None) -> list[str]:
-        """All parameters: the single flow uses every one."""
-        if flow is not None:
-            raise ValueError(f"MLPRegressor has a single flow; got flow={flow!r}")
-        return [name for name, _ in self.named_parameters()]
-
-
-def omni_regressor(hidden: Sequence[int] = (64, 64), rank: int = 16, d_in: int = 1) -> OmniNet:
-    """The tri-flow Omni-Net regressor: Omni-Layers (tanh) and one linear head per flow.
-
-    ``model(x, flow)`` is the prediction ``(..., 1)`` of ``flow`` (joint, pre or meta); at
-    initialisation the three flows compute the same function.
-    """
-    return OmniNet([d_in, *hidden], rank, lambda d: nn.Linear(d, 1))
+from omnirl.functional import Params, detached, sgd_step, task_call, task_params
+from omnirl.optim import adam_step
 
 
 # ------------------------------------------------------------------------------- losses
 class RegressionBatch(NamedTuple):
-    """A meta-batch: K support and Q query points for each of B tasks, shaped ``(B, N, 1)``."""
+    """A meta-batch as tensors: K support and Q query points of B tasks, ``(B, N, 1)``."""
 
     x_support_BK1: torch.Tensor
     y_support_BK1: torch.Tensor
@@ -83,7 +45,7 @@ class RegressionBatch(NamedTuple):
 
     @classmethod
     def from_arrays(cls, *arrays_BN: Any) -> RegressionBatch:
-        """From the ``(B, N)`` numpy arrays of :func:`omnirl.envs.sinusoid.sample_batch`."""
+        """From the ``(B, N)`` numpy arrays of a :class:`omnirl.envs.sinusoid.MetaBatch`."""
         return cls(*(torch.as_tensor(a, dtype=torch.float32).unsqueeze(-1) for a in arrays_BN))
 
     @property
@@ -100,29 +62,6 @@ class RegressionBatch(NamedTuple):
 def task_mse(pred_BN1: torch.Tensor, target_BN1: torch.Tensor) -> torch.Tensor:
     """Mean squared error of every task, ``(B,)``: ``mean_n (pred_bn - target_bn)^2``."""
     return (pred_BN1 - target_BN1).square().mean(dim=(1, 2))
-
-
-def inner_params(
-    model: nn.Module, flow: str | None, branches: bool = True
-) -> dict[str, torch.Tensor]:
-    """The live parameters the inner steps adapt: all that ``flow`` uses, or all but its branches.
-
-    With ``branches=False`` the low-rank branch factors of an Omni-Net flow are left to the
-    outer loop (meta-parameters, like MAML's initialisation) and the inner steps adapt the
-    joint chunks and the flow's head. Adapting both factors ``U``, ``D`` of a branch makes the
-    step on the folded weight ``W + U D`` larger than a plain layer's (``-alpha (g D^T D + U U^T
-    g)`` on top of ``-alpha g``) and second order in alpha; on sinusoids the meta flow learned
-    to make one such step and then oscillated over ten (results/README.md, sinusoid).
-    """
-    params = flow_params(model, flow)
-    if branches:
-        return params
-
-    def is_branch(name: str) -> bool:
-        part = name.split(".")
-        return part[0] == "layers" and part[2] in ("pre", "meta")
-
-    return {name: p for name, p in params.items() if not is_branch(name)}
 
 
 def adaptation_steps(
@@ -199,11 +138,11 @@ def distill(student_BN1: torch.Tensor, teacher_BN1: torch.Tensor) -> torch.Tenso
 
 
 # ------------------------------------------------------------------------- learning rules
-class RegressionAgent:
-    """A learning rule around one regressor, with an Adam outer step on the sum of its losses.
+class RegressionLearner:
+    """A learning rule around one regressor, with an Adam outer step on its weighted terms.
 
     Args:
-        cfg: the sinusoid config (``omnirl.regression.SinusoidConfig``).
+        cfg: the sinusoid config (``omnirl.sinusoid.config.SinusoidConfig``).
 
     Attributes:
         eval_flow: the flow adapted and evaluated at test time.
@@ -211,7 +150,10 @@ class RegressionAgent:
     """
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "sinusoid"
     eval_flow: ClassVar[str | None] = None
+    adapts: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -219,8 +161,13 @@ class RegressionAgent:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.outer_lr)
 
     def make_model(self) -> nn.Module:
-        """A plain tanh MLP; the Omni agent overrides this with the Omni-Net."""
+        """A plain tanh MLP; the Omni learner overrides this with the Omni-Net."""
         return MLPRegressor(self.cfg.hidden_sizes)
+
+    @property
+    def flows(self) -> tuple[str | None, ...]:
+        """The regressor's flows (``(None,)`` for the plain MLP)."""
+        return tuple(self.model.flows)
 
     @property
     def adapt_branches(self) -> bool:
@@ -232,31 +179,39 @@ class RegressionAgent:
         """Inner learning rate of each training inner step."""
         return [self.cfg.inner_lr] * self.cfg.inner_steps
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The weight of each term in the objective (1 where not listed)."""
+        return {}
+
     def losses(self, batch: RegressionBatch) -> dict[str, torch.Tensor]:
-        """The terms of the outer objective (summed)."""
+        """The terms of the outer objective, unweighted (``<term>_mse``, ``<term>_distill``)."""
         raise NotImplementedError
 
-    def update(self, batch: RegressionBatch) -> dict[str, float]:
-        """One Adam step on the sum of :meth:`losses`; returns ``train/`` metrics.
+    def update(self, data: Any) -> dict[str, float]:
+        """One Adam step on the weighted sum of :meth:`losses`; returns ``train/`` metrics.
+
+        Args:
+            data: an :class:`omnirl.envs.sinusoid.MetaBatch` (numpy ``(B, K)``, ``(B, Q)``).
 
         Raises:
             FloatingPointError: a non-finite loss (nothing is updated).
         """
-        terms = self.losses(batch)
-        loss = sum(terms.values(), torch.zeros(()))
-        check_finite(loss, "outer loss")
-        self.optimizer.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()])
-        self.optimizer.step()
+        terms = self.losses(RegressionBatch.from_arrays(*data))
+        weights = self.loss_weights
+        # Summed in the terms' order from zero, so the loss is the same float as ever.
+        loss = sum(
+            (weights[k] * v if k in weights else v for k, v in terms.items()), torch.zeros(())
+        )
+        grad_norm = adam_step(self.optimizer, loss, list(self.model.parameters()))
         self.after_step()
         metrics = {f"train/{key}": float(value.detach()) for key, value in terms.items()}
         metrics["train/loss"] = float(loss.detach())
-        metrics["train/grad_norm"] = float(grad_norm)
+        metrics["train/grad_norm"] = grad_norm
         return metrics
 
     def after_step(self) -> None:
-        """Called after every outer step (the Omni agent updates its teacher here)."""
+        """Called after every outer step (the Omni learner updates its teacher here)."""
 
     def adapted_predictions(
         self,
@@ -303,7 +258,7 @@ class RegressionAgent:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-class PretrainRegression(RegressionAgent):
+class PretrainRegression(RegressionLearner):
     """``pretrain`` (the Baseline): regression on all tasks' points at once, fine-tuned at test.
 
     Without the task as an input it can only learn the mean over tasks; that is the point of
@@ -317,12 +272,12 @@ class PretrainRegression(RegressionAgent):
     name = "pretrain"
 
     def losses(self, batch: RegressionBatch) -> dict[str, torch.Tensor]:
-        """``{"pre": MSE over every point}``."""
+        """``{"pre_mse": MSE over every point}``."""
         pred = self.model(batch.x_all_BM1)
-        return {"pre": task_mse(pred, batch.y_all_BM1).mean()}
+        return {"pre_mse": task_mse(pred, batch.y_all_BM1).mean()}
 
 
-class MAMLRegression(RegressionAgent):
+class MAMLRegression(RegressionLearner):
     """``maml``: second-order MAML with SGD inner steps and an Adam outer step.
 
     References:
@@ -333,12 +288,12 @@ class MAMLRegression(RegressionAgent):
     name = "maml"
 
     def losses(self, batch: RegressionBatch) -> dict[str, torch.Tensor]:
-        """``{"meta": MAML's query MSE after adaptation}``."""
+        """``{"meta_mse": MAML's query MSE after adaptation}``."""
         loss, _ = maml_loss(self.model, batch, None, self.inner_lrs, self.cfg.first_order)
-        return {"meta": loss}
+        return {"meta_mse": loss}
 
 
-class JointRegression(RegressionAgent):
+class JointRegression(RegressionLearner):
     """``joint`` (Joint-Training): one plain network trained on ``L_pre + L_meta`` together.
 
     References:
@@ -349,13 +304,13 @@ class JointRegression(RegressionAgent):
     name = "joint"
 
     def losses(self, batch: RegressionBatch) -> dict[str, torch.Tensor]:
-        """``{"pre": ..., "meta": ...}`` on the same network."""
+        """``{"pre_mse": ..., "meta_mse": ...}`` on the same network."""
         pred = self.model(batch.x_all_BM1)
         meta, _ = maml_loss(self.model, batch, None, self.inner_lrs, self.cfg.first_order)
-        return {"pre": task_mse(pred, batch.y_all_BM1).mean(), "meta": meta}
+        return {"pre_mse": task_mse(pred, batch.y_all_BM1).mean(), "meta_mse": meta}
 
 
-class OmniRegression(TeacherState, RegressionAgent):
+class OmniRegression(TeacherState, RegressionLearner):
     """``omni``: Omni-Training on the tri-flow Omni-Net regressor.
 
     Pre flow trained by regression pre-training, meta flow by MAML, joint flow by both, and
@@ -380,8 +335,14 @@ class OmniRegression(TeacherState, RegressionAgent):
         """The tri-flow Omni-Net regressor."""
         return omni_regressor(self.cfg.hidden_sizes, self.cfg.branch_rank)
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The weight lambda of both distillation terms (logged unweighted, weighted here)."""
+        weight = self.cfg.distill_weight
+        return {"pre_distill": weight, "meta_distill": weight}
+
     def losses(self, batch: RegressionBatch) -> dict[str, torch.Tensor]:
-        """``pre``, ``meta``, their weighted distillation terms, ``joint_pre``, ``joint_meta``."""
+        """``L_pre``, ``R_pre``, ``L_meta``, ``R_meta`` and the joint flow's two MSEs."""
         cfg, model, teacher = self.cfg, self.model, self.teacher.module
         x_all, y_all = batch.x_all_BM1, batch.y_all_BM1
         pred_pre = model(x_all, flow="pre")
@@ -404,12 +365,12 @@ class OmniRegression(TeacherState, RegressionAgent):
             teacher_meta = task_call(teacher, teacher_adapted, batch.x_query_BQ1, flow="meta")
         joint_meta, _ = maml_loss(model, batch, "joint", self.inner_lrs, cfg.first_order)
         return {
-            "pre": task_mse(pred_pre, y_all).mean(),
-            "pre_distill": cfg.distill_weight * distill(pred_pre, teacher_pre),
-            "meta": meta,
-            "meta_distill": cfg.distill_weight * distill(pred_meta, teacher_meta),
-            "joint_pre": task_mse(model(x_all, flow="joint"), y_all).mean(),
-            "joint_meta": joint_meta,
+            "pre_mse": task_mse(pred_pre, y_all).mean(),
+            "pre_distill": distill(pred_pre, teacher_pre),
+            "meta_mse": meta,
+            "meta_distill": distill(pred_meta, teacher_meta),
+            "joint_pre_mse": task_mse(model(x_all, flow="joint"), y_all).mean(),
+            "joint_meta_mse": joint_meta,
         }
 
     def after_step(self) -> None:

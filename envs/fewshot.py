@@ -1,26 +1,20 @@
-"""Few-shot image data: class folders, two embedded datasets, class splits and episodes.
+"""Few-shot image data: class folders, class splits, episodes and training draws.
 
 numpy and Pillow only (no torch). A dataset is either a folder laid out as
 ``root/<class>/*.png|jpg`` (mini-ImageNet and CUB laid out that way load unchanged; a folder
 with ``train/``, ``val/`` and ``test/`` sub-folders of class folders keeps that split) or the
-name of an embedded dataset that is generated, seeded, on the fly:
-
-- ``glyphs``: 100 classes of white pen-stroke glyphs on black (2-4 quadratic Bezier strokes
-  per class; every image redraws them with jittered control points, a random rotation, scale,
-  shear and shift, stroke width and pixel noise), Omniglot-like.
-- ``shapes``: 100 classes of 2-3 filled polygons (every image jitters position, size and
-  angle, and draws new random colours for polygons and background, so colour never tells the
-  class): a different domain, for cross-domain evaluation (train on ``glyphs``, test on
-  ``shapes``).
+name of an embedded dataset, ``glyphs`` or ``shapes``, generated, seeded, on the fly
+(:mod:`omnirl.envs.fewshot_embedded`).
 
 Classes are split into train/val/test classes (64/16/20 of every 100, mini-ImageNet's
 proportions); an episode draws its classes from one split only, so train and test classes never
-meet.
+meet. :func:`draw_training` draws what a few-shot learner's ``update`` takes, a
+:class:`TrainingDraw` of uint8 arrays: the learner makes the tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from omnirl.config import ConfigError
+from omnirl.envs.fewshot_embedded import EMBEDDED, Embedded
 
 SPLITS = ("train", "val", "test")
 # Class proportions of the splits (mini-ImageNet: 64 / 16 / 20 of 100 classes).
@@ -35,7 +30,6 @@ SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Seeds the split of a flat class folder: the same folder always gives the same split.
 SPLIT_SEED = 0
-SUPERSAMPLE = 4  # generated images are drawn 4x larger and box-filtered down (anti-aliasing)
 
 
 class DataError(ConfigError):
@@ -67,125 +61,16 @@ class ImageSet:
         return np.bincount(self.labels_N, minlength=len(self.classes))
 
 
-# ------------------------------------------------------------------------------ embedded
-def _affine(rng: np.random.Generator, degrees: float, scale: tuple[float, float], shear: float):
-    """A random 2x2 matrix: rotation by U(-degrees, degrees), scale, shear."""
-    angle = np.deg2rad(rng.uniform(-degrees, degrees))
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return rng.uniform(*scale) * rotation @ np.array([[1.0, rng.uniform(-shear, shear)], [0, 1]])
-
-
-def _finish(image: object, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Box-filter a supersampled PIL image down to ``size`` and add pixel noise; HWC uint8."""
-    from PIL import Image
-
-    pixels = np.asarray(image.resize((size, size), Image.BOX), np.float32)  # type: ignore[attr-defined]
-    pixels = pixels + rng.normal(0.0, 20.0, pixels.shape)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-_BEZIER_T = np.linspace(0.0, 1.0, 16)[:, None]
-
-
-def glyph_class(rng: np.random.Generator) -> np.ndarray:
-    """A glyph class: 2-4 strokes, each three Bezier control points in the unit square."""
-    return rng.uniform(0.12, 0.88, size=(int(rng.integers(2, 5)), 3, 2))
-
-
-def draw_glyph(strokes: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One image (size, size, 3) of the glyph class ``strokes``, randomly deformed.
-
-    Each stroke's control points are jittered and each stroke is dropped with probability
-    0.15 (one always stays); one random distractor stroke is added with probability 0.5; the
-    whole glyph is rotated, scaled, sheared and shifted. This makes the 5-way task hard enough
-    that the learners differ (a clean redraw is solved near 100% by every learner).
-    """
-    from PIL import Image, ImageDraw
-
-    canvas = size * SUPERSAMPLE
-    image = Image.new("L", (canvas, canvas), 0)
-    draw = ImageDraw.Draw(image)
-    matrix, shift = _affine(rng, 30.0, (0.75, 1.1), 0.3), rng.uniform(-0.1, 0.1, 2)
-    width = max(1, round(rng.uniform(0.05, 0.1) * canvas))
-    keep = rng.random(len(strokes)) >= 0.15
-    keep[rng.integers(len(strokes))] = True
-    shown = [c + rng.normal(0.0, 0.07, c.shape) for c in strokes[keep]]
-    if rng.random() < 0.5:
-        shown.append(rng.uniform(0.12, 0.88, size=(3, 2)))
-    t = _BEZIER_T
-    for c in shown:
-        points = (1 - t) ** 2 * c[0] + 2 * t * (1 - t) * c[1] + t**2 * c[2]
-        points = (points - 0.5) @ matrix.T + 0.5 + shift
-        draw.line([tuple(p) for p in points * canvas], fill=255, width=width, joint="curve")
-    gray = _finish(image, size, rng)
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def shape_class(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A shape class: 2-3 polygons (3-6 corners), each with a centre, radius and angle."""
-    n = int(rng.integers(2, 4))
-    return {
-        "corners": rng.integers(3, 7, n),
-        "center": rng.uniform(0.25, 0.75, (n, 2)),
-        "radius": rng.uniform(0.12, 0.25, n),
-        "angle": rng.uniform(0.0, 2 * np.pi, n),
-    }
-
-
-def _rgb(color: np.ndarray) -> tuple[int, int, int]:
-    r, g, b = (int(v) for v in np.clip(color, 0, 1) * 255)
-    return r, g, b
-
-
-def draw_shape(cls: dict[str, np.ndarray], rng: np.random.Generator, size: int) -> np.ndarray:
-    """One image (size, size, 3) of the shape class ``cls``, randomly perturbed.
-
-    Colours are drawn per image (a dark background, bright polygons), so a class is its
-    geometry only: colour is a nuisance, not a shortcut.
-    """
-    from PIL import Image, ImageDraw
-
-    canvas = size * SUPERSAMPLE
-    image = Image.new("RGB", (canvas, canvas), _rgb(rng.uniform(0.0, 0.35, 3)))
-    draw = ImageDraw.Draw(image)
-    for i in rng.permutation(len(cls["corners"])):  # random overlap order
-        cx, cy = (cls["center"][i] + rng.normal(0.0, 0.05, 2)) * canvas
-        radius = cls["radius"][i] * rng.uniform(0.8, 1.2) * canvas
-        angles = cls["angle"][i] + rng.normal(0.0, 0.3)
-        angles = angles + 2 * np.pi * np.arange(cls["corners"][i]) / cls["corners"][i]
-        corners = list(zip(cx + radius * np.cos(angles), cy + radius * np.sin(angles), strict=True))
-        draw.polygon(corners, fill=_rgb(rng.uniform(0.35, 1.0, 3)))
-    return _finish(image, size, rng)
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """An embedded, generated dataset: ``make_class(rng)`` then ``draw(cls, rng, size)``."""
-
-    name: str
-    seed: int
-    num_classes: int
-    images_per_class: int
-    make_class: Callable[[np.random.Generator], object]
-    draw: Callable[[object, np.random.Generator, int], np.ndarray]
-    summary: str
-
-
-EMBEDDED = {
-    "glyphs": Embedded(
-        "glyphs", 1, 100, 100, glyph_class, draw_glyph, "pen-stroke glyphs, white on black"
-    ),
-    "shapes": Embedded(
-        "shapes", 2, 100, 100, shape_class, draw_shape, "filled polygons, random colours"
-    ),
-}
-
-
+# ------------------------------------------------------------------------- embedded splits
 def _split_ranges(num_classes: int) -> dict[str, range]:
     """Contiguous class-index ranges of the splits in :data:`SPLIT_FRACTIONS` proportions."""
     ends = np.round(np.cumsum(SPLIT_FRACTIONS) * num_classes).astype(int)
     starts = np.concatenate([[0], ends[:-1]])
     return {s: range(a, b) for s, a, b in zip(SPLITS, starts, ends, strict=True)}
+
+
+def _class_name(dataset: Embedded, index: int) -> str:
+    return f"{dataset.name}-{index:03d}"
 
 
 def generate(dataset: Embedded, split: str, image_size: int) -> ImageSet:
@@ -201,7 +86,7 @@ def generate(dataset: Embedded, split: str, image_size: int) -> ImageSet:
         cls = dataset.make_class(rng)
         images += [dataset.draw(cls, rng, image_size) for _ in range(dataset.images_per_class)]
         labels += [label] * dataset.images_per_class
-        names.append(f"{dataset.name}-{index:03d}")
+        names.append(_class_name(dataset, index))
     return ImageSet(
         np.stack(images).transpose(0, 3, 1, 2).copy(),
         np.asarray(labels, dtype=np.int64),
@@ -289,11 +174,12 @@ def read_folders(
     )
 
 
-def load_split(data: str, split: str, image_size: int) -> ImageSet:
-    """The images of one class split of ``data`` (an existing folder, else an embedded name).
+# -------------------------------------------------------------------------------- loading
+def _split_source(data: str, split: str) -> list[Path] | Embedded:
+    """The class folders of ``split`` of the folder ``data``, else the embedded dataset ``data``.
 
     Raises:
-        DataError: no such folder or embedded dataset, no images, an unreadable image.
+        DataError: no such folder or embedded dataset, or a folder without ``split`` classes.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
@@ -302,13 +188,37 @@ def load_split(data: str, split: str, image_size: int) -> ImageSet:
         folders = split_folders(root)[split]
         if not folders:
             raise DataError(f"{root} has no {split} classes (no {root / split} class folders)")
-        return read_folders(folders, image_size, f"{root} {split} classes")
+        return folders
     if data in EMBEDDED:
-        return generate(EMBEDDED[data], split, image_size)
+        return EMBEDDED[data]
     raise DataError(
         f"data {data!r} is neither a folder nor an embedded dataset "
         f"({', '.join(EMBEDDED)}); a folder holds root/<class>/*.png|jpg"
     )
+
+
+def load_split(data: str, split: str, image_size: int) -> ImageSet:
+    """The images of one class split of ``data`` (an existing folder, else an embedded name).
+
+    Raises:
+        DataError: no such folder or embedded dataset, no images, an unreadable image.
+    """
+    source = _split_source(data, split)
+    if isinstance(source, Embedded):
+        return generate(source, split, image_size)
+    return read_folders(source, image_size, f"{Path(data).expanduser()} {split} classes")
+
+
+def class_names(data: str, split: str) -> tuple[str, ...]:
+    """The class names of one split of ``data``, as :func:`load_split` names them (no image read).
+
+    Raises:
+        DataError: as :func:`load_split`.
+    """
+    source = _split_source(data, split)
+    if isinstance(source, Embedded):
+        return tuple(_class_name(source, i) for i in _split_ranges(source.num_classes)[split])
+    return tuple(folder.name for folder in source)
 
 
 def data_name(data: str) -> str:
@@ -379,3 +289,75 @@ class EpisodeSampler:
             [rng.choice(self.by_class[c], self.shot + self.queries, replace=False) for c in classes]
         )
         return Episode(picks[:, : self.shot], picks[:, self.shot :], classes)
+
+
+# ---------------------------------------------------------------------------------- draws
+class ImageBatch(NamedTuple):
+    """A pre-training batch: uint8 images of the training classes and their labels.
+
+    Attributes:
+        images_NCHW: uint8 RGB images.
+        labels_N: class index of every image (into the training classes).
+    """
+
+    images_NCHW: np.ndarray
+    labels_N: np.ndarray
+
+
+class EpisodeImages(NamedTuple):
+    """A training episode's uint8 images, class-major: the W*K support images, then the W*Q queries.
+
+    Attributes:
+        images_NCHW: (W*K + W*Q, C, H, W) uint8 RGB images.
+        way: W.
+        shot: K.
+        queries: Q.
+    """
+
+    images_NCHW: np.ndarray
+    way: int
+    shot: int
+    queries: int
+
+
+class TrainingDraw(NamedTuple):
+    """What a few-shot learner's ``update`` takes: a batch, an episode, or both.
+
+    Attributes:
+        batch: the pre-training batch (``None`` for a learner that uses none).
+        episode: the training episode (``None`` for a learner that uses none).
+    """
+
+    batch: ImageBatch | None
+    episode: EpisodeImages | None
+
+    def num_images(self) -> int:
+        """Images in the draw (the trainer's ``time/sps`` counts them)."""
+        return sum(len(part.images_NCHW) for part in self if part is not None)
+
+
+def draw_training(
+    images: ImageSet,
+    rng: np.random.Generator,
+    batch_size: int | None,
+    sampler: EpisodeSampler | None,
+) -> TrainingDraw:
+    """One training draw from ``rng``: ``batch_size`` images (with replacement), then an episode.
+
+    Args:
+        images: the training classes.
+        rng: the run's generator (the batch is drawn first, then the episode).
+        batch_size: images of the pre-training batch (``None``: no batch).
+        sampler: draws the training episode (``None``: no episode).
+    """
+    batch = episode = None
+    if batch_size is not None:
+        pick = rng.integers(0, len(images.labels_N), batch_size)
+        batch = ImageBatch(images.images_NCHW[pick], images.labels_N[pick])
+    if sampler is not None:
+        drawn = sampler.sample(rng)
+        pick = np.concatenate([drawn.support_WK.ravel(), drawn.query_WQ.ravel()])
+        episode = EpisodeImages(
+            images.images_NCHW[pick], sampler.way, sampler.shot, sampler.queries
+        )
+    return TrainingDraw(batch, episode)
