@@ -12,6 +12,16 @@ HalfCheetahVel, N = tasks x episodes sub-envs, H steps each:
 - ceiling: ``mujoco.rollout`` replaying the collector's own controls open-loop from the same N
   initial states on all cores: physics alone, no policy, no Python per step.
 Navigation2D: omnirl collector beside SyncVectorEnv at the same N.
+
+Physics domains (halfcheetah-vel-domains, walker2d-rand-params, hopper-rand-params), N = B x K:
+- omnirl, random domains: the collector on training tasks, a random domain in every task (each
+  simulation of the batch has its own masses, inertias, damping and friction);
+- omnirl, one shared model: the same collector on tasks with unit physics (never expanded);
+- gymnasium SyncVectorEnv of the same env with the same random domains, policy in the loop;
+- the physics share of a single env's step (``mj_step`` alone against ``env.step``): for
+  Walker2d and Hopper the physics is most of a step's cost, so on C cores the native env can
+  be at most about C / share times faster than one process stepping the same envs.
+The two omnirl runners alternate, median of ``--repeats`` each. ``--sections`` picks parts.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from mujoco import rollout
 import omnirl.envs  # noqa: F401  (registers the families)
 from omnirl.agents import GaussianMLPPolicy
 from omnirl.collector import Collector
+from omnirl.envs.distributions import PHYSICS_BASES
 from omnirl.envs.half_cheetah import action_to_ctrl
 from omnirl.registry import get_family
 from omnirl.threads import available_cores
@@ -138,10 +149,108 @@ def bench_navigation(args: argparse.Namespace, num_tasks: int) -> list[tuple[str
     ]
 
 
+def alternating_collectors(
+    env_id: str, policy, task_sets: dict[str, list], args: argparse.Namespace
+) -> dict[str, float]:
+    """Median env-steps/s of one collector per task set, the calls alternating between them."""
+    collectors = {name: Collector(env_id, seed=args.seed) for name in task_sets}
+    for name, collector in collectors.items():  # builds the vector envs, sets the domains once
+        collector.collect(policy, task_sets[name], args.episodes, horizon=2)
+    rates: dict[str, list[float]] = {name: [] for name in task_sets}
+    for _ in range(args.repeats):
+        for name, collector in collectors.items():
+            start = time.perf_counter()
+            [batch] = collector.collect(
+                policy, task_sets[name], args.episodes, horizon=args.horizon, seed=args.seed
+            )
+            elapsed = time.perf_counter() - start
+            steps = batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1]
+            rates[name].append(steps / elapsed)
+    for collector in collectors.values():
+        collector.close()
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def physics_share(env_id: str, task: dict, steps: int, seed: int) -> float:
+    """The share of a single env's step spent in ``mj_step``, on the states of its own episodes.
+
+    ``steps`` steps with random actions (resets on termination), then ``mj_step`` alone from
+    each recorded state under the same ctrl. The native env runs the same physics on all cores;
+    when the physics is most of a step, it cannot be more than about ``cores / share`` times
+    faster than one process stepping the same envs.
+    """
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=seed, options={"task": task})
+    model, data, spec = env.model, env.data, mujoco.mjtState.mjSTATE_FULLPHYSICS
+    space = env.action_space
+    actions = np.random.default_rng(seed).uniform(space.low, space.high, (steps, *space.shape))
+    states = np.zeros((steps, mujoco.mj_stateSize(model, spec)))
+    ctrls = np.zeros((steps, model.nu))
+    start = time.perf_counter()
+    for t, action in enumerate(actions):
+        mujoco.mj_getState(model, data, states[t], spec)
+        terminated = env.step(action)[2]
+        ctrls[t] = data.ctrl
+        if terminated:
+            env.reset()
+    full = time.perf_counter() - start
+    start = time.perf_counter()
+    for state, ctrl in zip(states, ctrls, strict=True):
+        mujoco.mj_setState(model, data, state, spec)
+        data.ctrl[:] = ctrl
+        mujoco.mj_step(model, data, nstep=env.frame_skip)
+    physics = time.perf_counter() - start
+    env.close()
+    return physics / full
+
+
+def bench_domains(args: argparse.Namespace, name: str) -> tuple[list[tuple[str, float]], float]:
+    family = get_family(name)
+    tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
+    # The same tasks in the compiled physics: only the non-physics fields (velocity) remain.
+    unit = [{k: v for k, v in t.items() if k not in PHYSICS_BASES} for t in tasks]
+    num_envs = args.tasks * args.episodes
+    probe = gym.make(family.env_id)
+    policy = GaussianMLPPolicy(probe.observation_space.shape[0], probe.action_space.shape[0])
+    probe.close()
+    rates = alternating_collectors(family.env_id, policy, {"random": tasks, "shared": unit}, args)
+    sync = gym.make_vec(family.env_id, num_envs=num_envs, vectorization_mode="sync")
+    sync.set_attr("task", [t for t in tasks for _ in range(args.episodes)])
+    sync_sps = gymnasium_loop(sync, policy, args.horizon, args.seed)
+    sync.close()
+    shares = [physics_share(family.env_id, tasks[r % len(tasks)], 2000, r) for r in range(5)]
+    share = float(np.median(shares))
+    return [
+        (f"omnirl Collector, a random domain per task ({num_envs} sub-envs)", rates["random"]),
+        (f"omnirl Collector, one shared model ({num_envs} sub-envs)", rates["shared"]),
+        (f"gymnasium SyncVectorEnv, the same random domains ({num_envs} sub-envs)", sync_sps),
+    ], share
+
+
 def print_table(title: str, rows: list[tuple[str, float]]) -> None:
     print(f"\n{title}\n| runner | env-steps/s |\n|---|---:|")
     for name, sps in rows:
         print(f"| {name} | {sps:,.0f} |")
+
+
+def report_halfcheetah(args: argparse.Namespace) -> None:
+    rows = bench_halfcheetah(args)
+    print_table(
+        f"HalfCheetahVel, {args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}", rows
+    )
+    ours, sync, asyn, ceiling = (sps for _, sps in rows)
+    print(f"\nomnirl / ceiling          = {ours / ceiling:.2f}  (target >= 0.8)")
+    print(f"omnirl / best Gymnasium   = {ours / max(sync, asyn):.2f}  (target >= 3)")
+
+
+def report_navigation(args: argparse.Namespace) -> None:
+    for num_tasks in (20, 40):
+        rows = bench_navigation(args, num_tasks)
+        print_table(f"Navigation2D, {num_tasks} tasks x {args.episodes} episodes x H = 100", rows)
+        print(
+            f"\nomnirl / SyncVectorEnv    = {rows[0][1] / rows[1][1]:.1f}"
+            "  (target: omnirl >= 1,000,000 env-steps/s)"
+        )
 
 
 def main() -> None:
@@ -154,7 +263,11 @@ def main() -> None:
     parser.add_argument("--async-envs", type=int, default=20, help="AsyncVectorEnv processes")
     parser.add_argument("--repeats", type=int, default=3, help="collector runs (median reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sections", default="halfcheetah,navigation,domains", help="comma list of parts to run"
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # the same for every runner; the collector uses 1 as well
     print(
@@ -162,21 +275,19 @@ def main() -> None:
         f" gymnasium {gym.__version__}"
     )
 
-    rows = bench_halfcheetah(args)
-    print_table(
-        f"HalfCheetahVel, {args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}", rows
-    )
-    ours, sync, asyn, ceiling = (sps for _, sps in rows)
-    print(f"\nomnirl / ceiling          = {ours / ceiling:.2f}  (target >= 0.8)")
-    print(f"omnirl / best Gymnasium   = {ours / max(sync, asyn):.2f}  (target >= 3)")
-
-    for num_tasks in (20, 40):
-        rows = bench_navigation(args, num_tasks)
-        print_table(f"Navigation2D, {num_tasks} tasks x {args.episodes} episodes x H = 100", rows)
-        print(
-            f"\nomnirl / SyncVectorEnv    = {rows[0][1] / rows[1][1]:.1f}"
-            "  (target: omnirl >= 1,000,000 env-steps/s)"
-        )
+    if "halfcheetah" in sections:
+        report_halfcheetah(args)
+    if "navigation" in sections:
+        report_navigation(args)
+    if "domains" in sections:
+        for name in ("halfcheetah-vel-domains", "walker2d-rand-params", "hopper-rand-params"):
+            rows, share = bench_domains(args, name)
+            size = f"{args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}"
+            print_table(f"{name}, {size}", rows)
+            random, shared, sync = (sps for _, sps in rows)
+            print(f"\nrandom domains / shared model = {random / shared:.2f}  (target >= 0.9)")
+            print(f"omnirl / SyncVectorEnv        = {random / sync:.1f}  (target >= 3)")
+            print(f"physics share of a single env step = {share:.0%}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ are strings, loaded when an env is made).
 
 from gymnasium.envs.registration import register
 
-from omnirl.envs.tasks import DIRECTION_TASKS, NAVIGATION_TASKS, VELOCITY_TASKS
+from omnirl.envs.tasks import (
+    DIRECTION_TASKS,
+    HOPPER_TASKS,
+    NAVIGATION_TASKS,
+    VELOCITY_DOMAIN_TASKS,
+    VELOCITY_TASKS,
+    WALKER2D_TASKS,
+)
 from omnirl.registry import register_family
 
 # --- 2D navigation --------------------------------------------------------------------------
@@ -40,3 +47,30 @@ register(
     max_episode_steps=200,
 )
 register_family("halfcheetah-dir", "omnirl/HalfCheetahDir-v0", DIRECTION_TASKS)
+
+# --- HalfCheetah velocity in physics domains ------------------------------------------------
+register(
+    id="omnirl/HalfCheetahVelDomains-v0",
+    entry_point="omnirl.envs.half_cheetah:HalfCheetahVelDomainsEnv",
+    vector_entry_point="omnirl.envs.half_cheetah:HalfCheetahVelDomainsVectorEnv",
+    max_episode_steps=200,
+)
+register_family("halfcheetah-vel-domains", "omnirl/HalfCheetahVelDomains-v0", VELOCITY_DOMAIN_TASKS)
+
+# --- Walker2d rand-params (PEARL) -----------------------------------------------------------
+register(
+    id="omnirl/Walker2dRandParams-v0",
+    entry_point="omnirl.envs.walker2d:Walker2dRandParamsEnv",
+    vector_entry_point="omnirl.envs.walker2d:Walker2dRandParamsVectorEnv",
+    max_episode_steps=200,
+)
+register_family("walker2d-rand-params", "omnirl/Walker2dRandParams-v0", WALKER2D_TASKS)
+
+# --- Hopper rand-params (PEARL) -------------------------------------------------------------
+register(
+    id="omnirl/HopperRandParams-v0",
+    entry_point="omnirl.envs.hopper:HopperRandParamsEnv",
+    vector_entry_point="omnirl.envs.hopper:HopperRandParamsVectorEnv",
+    max_episode_steps=200,
+)
+register_family("hopper-rand-params", "omnirl/HopperRandParams-v0", HOPPER_TASKS)

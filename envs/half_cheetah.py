@@ -7,27 +7,30 @@ reset noise and observation (qpos[1:], qvel) are exactly Gymnasium's. The policy
 - velocity:  -|v - v_goal| - 0.05 ||ctrl||^2,  v_goal ~ U[0, 2]
 - direction:  d * v - 0.05 ||ctrl||^2,          d in {-1, +1}
 
-with ``v = (x_after - x_before) / dt``. The vector envs keep every sub-env's full integration
-state (including the solver warm start) in one ``mujoco.batch.Batch`` and step all of them on a
-thread pool in C, which is bit-identical to stepping one ``MjData`` per sub-env.
+with ``v = (x_after - x_before) / dt``. ``halfcheetah-vel-domains`` is the velocity task in a
+physics domain (its tasks carry multipliers of masses, inertias, damping and friction); every
+HalfCheetah family accepts such multipliers (its ``ood-physics`` split draws them). The vector
+envs (``omnirl.envs.locomotion.MujocoTaskVectorEnv``) keep every sub-env's full integration
+state in one ``mujoco.batch.Batch``, bit-identical to stepping one ``MjData`` per sub-env.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-from mujoco import batch as mjbatch
 
-from omnirl.envs.base import TaskEnvMixin, TaskVectorEnv, check_actions
-from omnirl.envs.tasks import DIRECTION_TASKS, VELOCITY_TASKS, Task, TaskSpace
-from omnirl.threads import available_cores
+from omnirl.envs.base import check_actions
+from omnirl.envs.locomotion import MujocoTaskEnv, MujocoTaskVectorEnv
+from omnirl.envs.tasks import (
+    DIRECTION_TASKS,
+    VELOCITY_DOMAIN_TASKS,
+    VELOCITY_TASKS,
+    Task,
+    TaskSpace,
+)
 
 ACTION_SCALE = 10.0
 CTRL_COST_WEIGHT = 0.05
@@ -64,7 +67,7 @@ class _Objective:
     task_space: ClassVar[TaskSpace]
     task_key: ClassVar[str]
 
-    def _set_task_arrays(self, tasks: list[Task]) -> None:
+    def _set_objective(self, tasks: list[Task]) -> None:
         self._target = np.array([t[self.task_key] for t in tasks], dtype=np.float64)
 
     def _reward(self, v_N: np.ndarray, ctrl_NA: np.ndarray) -> np.ndarray:
@@ -79,6 +82,10 @@ class _VelocityObjective(_Objective):
         return velocity_reward(v_N, self._target, ctrl_NA)
 
 
+class _VelocityDomainObjective(_VelocityObjective):
+    task_space = VELOCITY_DOMAIN_TASKS
+
+
 class _DirectionObjective(_Objective):
     task_space = DIRECTION_TASKS
     task_key = "direction"
@@ -87,42 +94,13 @@ class _DirectionObjective(_Objective):
         return direction_reward(v_N, self._target, ctrl_NA)
 
 
-@contextmanager
-def mujoco_warnings_as_python_warnings() -> Iterator[None]:
-    """Route MuJoCo's warnings to Python's ``warnings`` inside the block.
-
-    By default MuJoCo prints every warning and appends it to ``MUJOCO_LOG.TXT`` in the working
-    directory; Gymnasium's ``half_cheetah.xml`` triggers a deprecation warning (``settotalmass``)
-    at every model load, which would leave such a file in every folder omnirl runs in. As a
-    Python warning it is shown once and can be filtered.
-    """
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=2))
-    try:
-        yield
-    finally:
-        mujoco.set_mju_user_warning(previous)
-
-
-class HalfCheetahTaskEnv(TaskEnvMixin, HalfCheetahEnv):
+class HalfCheetahTaskEnv(MujocoTaskEnv, HalfCheetahEnv):
     """Gymnasium's HalfCheetah-v5 with a task-dependent reward and a [-10, 10]^6 action box."""
-
-    def __init__(self, task: Task | None = None, render_mode: str | None = None, **kwargs: Any):
-        with mujoco_warnings_as_python_warnings():
-            super().__init__(render_mode=render_mode, **kwargs)
-        # Offscreen modes only: omnirl renders to video files, and "human" needs a display.
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": round(1.0 / self.dt)}
-        self._init_task(task)
 
     def _set_action_space(self) -> gym.spaces.Box:
         # MujocoEnv derives the box from ctrlrange; the MAML tasks use a scaled box instead.
         self.action_space = action_space()
         return self.action_space
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Gymnasium's reset (same noise and generator); ``options={"task": ...}`` sets the task."""
-        self._apply_reset_options(options)
-        return super().reset(seed=seed)
 
     def step(self, action: Any):
         """Apply ``action`` for 5 physics steps; reward depends on the task."""
@@ -144,75 +122,26 @@ class HalfCheetahDirEnv(_DirectionObjective, HalfCheetahTaskEnv):
     """Run forward or backward, ``{"direction": d}``, d in {-1, +1}."""
 
 
-class HalfCheetahTaskVectorEnv(TaskVectorEnv):
-    """N HalfCheetah sub-envs in one ``mujoco.batch.Batch``; observations and rewards in numpy.
+class HalfCheetahVelDomainsEnv(_VelocityDomainObjective, HalfCheetahTaskEnv):
+    """A goal velocity in a physics domain, ``{"velocity": v, "body_mass": [...], ...}``."""
 
-    Args:
-        num_envs: number of sub-envs.
-        max_episode_steps: horizon (200 from registration).
-        autoreset_mode: Gymnasium's autoreset mode (``"NextStep"`` by default).
-        task: one task for all sub-envs or one per sub-env.
-        num_threads: physics threads (default: every available core).
-    """
 
-    metadata = {"render_modes": []}
+class HalfCheetahTaskVectorEnv(MujocoTaskVectorEnv):
+    """N HalfCheetah sub-envs in one ``mujoco.batch.Batch`` (see ``MujocoTaskVectorEnv``)."""
+
     single_env_class: ClassVar[type[HalfCheetahTaskEnv]]
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = 200,
-        autoreset_mode: str = "NextStep",
-        task: Task | Sequence[Task] | None = None,
-        num_threads: int | None = None,
-    ):
-        # One single env serves as the template: the same model file and initial state.
-        self._template = self.single_env_class()
-        model = self._template.model
-        self._frame_skip = self._template.frame_skip
-        self._dt = self._template.dt
-        self._noise = self._template._reset_noise_scale
-        self.batch = mjbatch.Batch(model, num_envs, nthread=num_threads or available_cores())
-        self._qpos = self.batch.bind("qpos")
-        self._qvel = self.batch.bind("qvel")
-        self._ctrl = self.batch.bind("ctrl")
-        super().__init__(
-            num_envs,
-            self._template.observation_space,
-            self._template.action_space,
-            max_episode_steps,
-            autoreset_mode,
-            task,
-        )
+    def _reset_qvel(self, rng: np.random.Generator, nv: int) -> np.ndarray:
+        # HalfCheetahEnv.reset_model: Gaussian velocity noise (Walker2d and Hopper: uniform).
+        return self._noise * rng.standard_normal(nv)
 
-    def _reset_envs(self, ids: np.ndarray) -> None:
-        # The same draws in the same order as HalfCheetahEnv.reset_model, per sub-env generator.
-        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
-        nq, nv = self._qpos.shape[1], self._qvel.shape[1]
-        init_qpos, init_qvel = self._template.init_qpos, self._template.init_qvel
-        for i in ids:
-            rng = self._rng(i)
-            self._qpos[i] = init_qpos + rng.uniform(low=-self._noise, high=self._noise, size=nq)
-            self._qvel[i] = init_qvel + self._noise * rng.standard_normal(nv)
-        self._obs[ids, :-nv] = self._qpos[ids, 1:]
-        self._obs[ids, -nv:] = self._qvel[ids]
+    def _ctrl(self, actions: np.ndarray) -> np.ndarray:
+        return action_to_ctrl(actions)
 
-    def _step_envs(
-        self, actions: np.ndarray, ids: np.ndarray | None
+    def _reward_terminated(
+        self, v_N: np.ndarray, ctrl_NA: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        ctrl = action_to_ctrl(actions)
-        self._ctrl[:] = ctrl
-        x_before = self._qpos[:, 0].copy()
-        self.batch.step(ids, nstep=self._frame_skip)
-        velocity = (self._qpos[:, 0] - x_before) / self._dt
-        nv = self._qvel.shape[1]
-        self._obs[:, :-nv] = self._qpos[:, 1:]
-        self._obs[:, -nv:] = self._qvel
-        return self._reward(velocity, ctrl), np.zeros(self.num_envs, dtype=bool)
-
-    def close_extras(self, **kwargs: Any) -> None:
-        """Release the template env."""
-        self._template.close()
+        return self._reward(v_N, ctrl_NA), np.zeros(self.num_envs, dtype=bool)
 
 
 class HalfCheetahVelVectorEnv(_VelocityObjective, HalfCheetahTaskVectorEnv):
@@ -225,3 +154,9 @@ class HalfCheetahDirVectorEnv(_DirectionObjective, HalfCheetahTaskVectorEnv):
     """Native vector env of ``omnirl/HalfCheetahDir-v0``."""
 
     single_env_class = HalfCheetahDirEnv
+
+
+class HalfCheetahVelDomainsVectorEnv(_VelocityDomainObjective, HalfCheetahTaskVectorEnv):
+    """Native vector env of ``omnirl/HalfCheetahVelDomains-v0``."""
+
+    single_env_class = HalfCheetahVelDomainsEnv

@@ -7,14 +7,16 @@ kind from a run folder, for ``omnirl evaluate``, ``omnirl render`` and Python us
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import pickle
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from omnirl.files import write_atomic
+from omnirl.files import DamagedFileError, write_atomic
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -24,9 +26,55 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def load(path: str | Path) -> Any:
-    """Load a checkpoint written by :func:`save_atomic` (on the CPU; tensors and plain data)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+# What every checkpoint of every kind holds (RunTrainer.save_checkpoint).
+REQUIRED_KEYS = ("agent", "rng", "torch_rng", "iteration", "best")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_atomic` (on the CPU; tensors and plain data).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DamagedFileError: a truncated, empty or foreign file, one that holds more than tensors
+            and plain data (refused: unpickling it could run code), or one without the entries
+            of a checkpoint (one line naming the file).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as exc:
+        unsafe = "weights only load failed" in str(exc).lower()
+        reason = (
+            "it holds objects that are unsafe to load (refused)" if unsafe else "not a checkpoint"
+        )
+        raise DamagedFileError(f"checkpoint {path} cannot be loaded: {reason}") from None
+    except (EOFError, RuntimeError, ValueError, OSError, AttributeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(
+            f"checkpoint {path} is damaged (truncated, empty or not a checkpoint: {first})"
+        ) from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedFileError(f"checkpoint {path} is not an omnirl checkpoint (no {missing[0]!r})")
+    return state
+
+
+@contextmanager
+def fitting(path: Path, cfg: Any) -> Iterator[None]:
+    """Restoring a checkpoint's state inside: a state that does not fit is named in one line.
+
+    Raises:
+        DamagedFileError: the state does not fit the learner (another kind, agent or size) or
+            the generators (a wrong structure).
+    """
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(
+            f"checkpoint {path} does not fit this run's {cfg.agent} learner ({cfg.family}): {first}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,8 +135,9 @@ def load_run(run_dir: str | Path, which: str = "best") -> Run:
     path, note = run_checkpoint(run_dir, which)
     cfg = load_run_config(run_dir)
     state = load(path)
-    learner = kind_of(run_dir).load("learner")(cfg, state)
-    learner.load_state_dict(state["agent"])
+    with fitting(path, cfg):
+        learner = kind_of(run_dir).load("learner")(cfg, state)
+        learner.load_state_dict(state["agent"])
     return Run(Path(run_dir), cfg, learner, path, int(state["iteration"]), note)
 
 

@@ -1,20 +1,19 @@
 """The ``omnirl`` command line: it parses arguments and calls library functions, nothing more.
 
-Every command works for every problem kind (RL families, sinusoid regression, few-shot
-classification): the kind of a family, config or run folder names the config schema, the trainer
-and the ``evaluate`` / ``render`` functions to call (``omnirl.registry.ProblemKind``). Start-up
-imports neither torch nor MuJoCo; each command imports what it needs. Bad input (an unknown
-family, a malformed task, a missing checkpoint) is one clear line on stderr and exit code 2,
-never a traceback.
+Every command works for every problem kind: the kind of a family, config or run folder names
+the schema, trainer, ``evaluate`` and ``render`` to call (``omnirl.registry.ProblemKind``).
+Start-up imports neither torch nor MuJoCo. Bad input is one line on stderr and exit code 2,
+never a traceback. ``sweep`` and ``report`` are in :mod:`omnirl.cli_scale`.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import signal
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,15 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from omnirl import __version__, registry
-from omnirl.terminal import (
-    console,
-    err_console,
-    progress_bar,
-    rl_stats,
-    say,
-    show_report,
-    user_errors,
-)
+from omnirl.terminal import console, err_console, progress_bar, say, show_report, user_errors
 
 app = typer.Typer(
     name="omnirl",
@@ -95,6 +86,7 @@ def _show_family(name: str, samples: int, seed: int) -> None:
     console.print(f"  {fam.tasks.summary}")
     console.print(f"  tasks:   {fam.tasks.describe()}")
     console.print(f"  horizon: {fam.horizon}")
+    say("\n".join(f"  split    {s}: {d} ({n})" for s, d, n in fam.tasks.describe_splits()))
     for task in fam.tasks.sample(samples, np.random.default_rng(seed)):
         say(f"  e.g.     {json.dumps(task)}")
 
@@ -130,7 +122,7 @@ def train(
     """Train a learner on a task family or supervised problem (Omni-Training, MAML, ...)."""
     from omnirl.config import ConfigError, kind_of, load_config
 
-    with user_errors():
+    with user_errors(), _disk_errors():
         kind = kind_of(resume if resume is not None else source)
         trainer_class = kind.load("trainer")
         if resume is not None:
@@ -167,9 +159,41 @@ def _train_overrides(
     return sets
 
 
+@contextmanager
+def _disk_errors() -> Iterator[None]:
+    """An OS error writing the run (a full disk, a read-only folder): one line, exit code 1.
+
+    A missing run folder or checkpoint, and a run another process holds, stay bad input
+    (exit code 2, from :func:`user_errors` around this).
+    """
+    from omnirl.files import RunInUseError
+
+    try:
+        yield
+    except (FileNotFoundError, RunInUseError, FileExistsError):
+        raise
+    except OSError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """Signal handler: raise ``KeyboardInterrupt`` in the main thread, as Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def _interrupted(trainer: Any) -> str:
+    """What to tell a user who stopped a run: the resume command, or that nothing was saved.
+
+    A run interrupted before its first checkpoint leaves no folder that looks resumable.
+    """
+    if (trainer.checkpoint_dir / "latest.pt").exists():
+        return (
+            f"interrupted; continue with: omnirl train --resume {shlex.quote(str(trainer.run_dir))}"
+        )
+    if trainer.created_run_dir:
+        shutil.rmtree(trainer.run_dir, ignore_errors=True)
+    return "interrupted before the first checkpoint; nothing to resume"
 
 
 def _run_training(trainer: Any, progress: bool) -> None:
@@ -186,32 +210,22 @@ def _run_training(trainer: Any, progress: bool) -> None:
     on_iteration = None
     if bar is not None:
         task = bar.add_task("train", total=cfg.iterations, completed=trainer.iteration, stats="")
-        stats_of: Callable[[dict], str] = getattr(trainer, "progress_stats", rl_stats)
 
         def on_iteration(iteration: int, metrics: dict[str, float]) -> None:
-            bar.update(task, completed=iteration, stats=stats_of(metrics))
+            bar.update(task, completed=iteration, stats=trainer.progress_stats(metrics))
 
     # SIGTERM (kill, a scheduler's time limit) stops the run like Ctrl-C: `latest.pt` holds the
     # last finished iteration, and the user is told how to continue. Background jobs of a
     # non-interactive shell ignore SIGINT, so SIGTERM is their way to stop a run.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with bar if bar is not None else nullcontext():
+        with user_errors(), _disk_errors(), bar if bar is not None else nullcontext():
             trainer.train(on_iteration=on_iteration)
     except TrainingError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
-        # soft_wrap: never break the command inside the path.
-        resume = shlex.quote(str(trainer.run_dir))
-        err_console.print(
-            f"interrupted; continue with: omnirl train --resume {resume}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        err_console.print(_interrupted(trainer), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -269,6 +283,9 @@ def evaluate(
         list[str] | None,
         typer.Option(help="fewshot: test classes of this folder or glyphs/shapes (repeatable)."),
     ] = None,
+    split: Annotated[str, typer.Option(help="RL: test, val or an OOD split (see list).")] = "test",
+    ray: Annotated[bool, typer.Option(help="RL: the task chunks on Ray workers.")] = False,
+    address: Annotated[str | None, typer.Option(help="--ray on a cluster: auto, ray://...")] = None,
 ) -> None:
     """Score on fresh tasks after 0..STEPS adaptation steps, per run (any problem kind).
 
@@ -277,26 +294,29 @@ def evaluate(
     """
     from omnirl.options import EvaluateOptions
 
-    options = EvaluateOptions(
-        tasks=tasks,
-        steps=steps,
-        episodes=episodes,
-        shots=shots,
-        seed=seed,
-        checkpoint=checkpoint,
-        flow=flow,
-        lr_schedule=lr_schedule,
-        out=out,
-        data=tuple(data or ()),
-    )
+    with user_errors():
+        options = EvaluateOptions(
+            tasks=tasks,
+            steps=steps,
+            episodes=episodes,
+            shots=shots,
+            seed=seed,
+            checkpoint=checkpoint,
+            flow=flow,
+            lr_schedule=lr_schedule,
+            out=out,
+            data=tuple(data or ()),
+            split=split,
+            ray=address or ("local" if ray else None),
+        )
     bar, task = progress_bar(""), None
 
     def on_progress(label: str, done: int, total: int) -> None:
         nonlocal task
         if task is None:  # shown once the work starts: bad input prints its one line only
             bar.start()
-            task = bar.add_task(label, total=total)
-        bar.update(task, description=label, completed=done, total=total)
+            task = bar.add_task(escape(label), total=total)
+        bar.update(task, description=escape(label), completed=done, total=total)
 
     with user_errors():
         kind = _kind_of_runs(runs)
@@ -349,18 +369,19 @@ def render(
     """
     from omnirl.options import RenderOptions
 
-    options = RenderOptions(
-        task=task,
-        steps=steps,
-        out=out,
-        shots=shots,
-        episodes=episodes,
-        seed=seed,
-        checkpoint=checkpoint,
-        flow=flow,
-        sample=sample,
-        horizon=horizon,
-    )
+    with user_errors():
+        options = RenderOptions(
+            task=task,
+            steps=steps,
+            out=out,
+            shots=shots,
+            episodes=episodes,
+            seed=seed,
+            checkpoint=checkpoint,
+            flow=flow,
+            sample=sample,
+            horizon=horizon,
+        )
     with user_errors():
         kind = _kind_of_runs([run])
         with console.status(f"rendering {run}"):
@@ -368,5 +389,7 @@ def render(
         show_report(report)
 
 
-if __name__ == "__main__":
-    app()
+from omnirl import cli_scale  # noqa: E402, F401  (registers sweep and report on app)
+
+if __name__ == "__main__":  # python -m omnirl.cli: the app cli_scale registered its commands on
+    cli_scale.app()

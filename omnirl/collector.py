@@ -229,7 +229,7 @@ class Collector:
         valid_TN = np.zeros((horizon, num_envs), np.float32)
         alive_N = np.ones(num_envs, dtype=bool)
         per_group = num_envs // len(actors)
-        obs, _ = env.reset(seed=seed)
+        obs, _ = env.reset(seed=self._reset_seeds(seed, num_envs))
         policy_s = env_s = 0.0
         for t in range(horizon):
             tic = time.perf_counter()
@@ -238,11 +238,9 @@ class Collector:
             obs_NO = torch.from_numpy(obs_TNO[t])
             for g, actor in enumerate(actors):
                 cols = slice(g * per_group, (g + 1) * per_group)
-                loc, scale = actor(obs_NO[cols])
-                noise = torch.randn(loc.shape, generator=self._generator)
-                act_TNA[t, cols] = torch.addcmul(loc, scale, noise).numpy()
-                noise_TNA[t, cols] = noise.numpy()
-                scale_TNA[t, cols] = scale.numpy()  # broadcasts a state-independent scale
+                act, noise, scale = self._sample(actor, obs_NO[cols])
+                act_TNA[t, cols], noise_TNA[t, cols] = act, noise
+                scale_TNA[t, cols] = scale  # broadcasts a state-independent scale
             if not np.isfinite(act_TNA[t]).all():
                 raise FloatingPointError(
                     f"the policy produced non-finite actions at step {t} (diverged parameters?)"
@@ -271,6 +269,20 @@ class Collector:
             mask,
         )
         return arrays
+
+    # Two hooks for a collector that runs a slice of the sub-envs (omnirl.ray_collector): it
+    # seeds them as their places in the whole batch and samples as the whole batch does.
+    def _reset_seeds(self, seed: int, num_envs: int) -> int | list[int]:
+        """The reset seed(s) of the ``num_envs`` sub-envs: sub-env ``i`` gets ``seed + i``."""
+        return seed
+
+    def _sample(
+        self, actor: _GroupActor, obs_MO: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One group's actions at one step: ``loc + scale * noise``, the noise and the scale."""
+        loc, scale = actor(obs_MO)
+        noise = torch.randn(loc.shape, generator=self._generator)
+        return torch.addcmul(loc, scale, noise).numpy(), noise.numpy(), scale.numpy()
 
     def close(self) -> None:
         """Close the vector envs."""

@@ -28,8 +28,11 @@ from typing import Any
 import yaml
 
 from omnirl import registry
+from omnirl.files import write_atomic
 from omnirl.schema import (  # noqa: F401  (re-exported: schemas import them from here)
     NON_EMPTY_POSITIVE,
+    SEED,
+    THREADS,
     ConfigError,
     Rule,
     _key,
@@ -56,9 +59,9 @@ class TrainConfig:
     # what to train
     family: str = _key("halfcheetah-vel", "task family, a registered name (omnirl list)")
     agent: str = _key("maml", "learning rule", one_of(registry.learner_names))
-    seed: int = _key(0, "seed of the whole run", at_least(0))
+    seed: int = _key(0, "seed of the whole run", SEED)
     # meta-batch
-    iterations: int = _key(500, "meta-iterations to train (paper: 500)", at_least(0))
+    iterations: int = _key(500, "meta-iterations to train (paper: 500)", at_least(1))
     tasks_per_iteration: int = _key(40, "tasks B per meta-iteration (paper: 40)", at_least(1))
     episodes_per_task: int = _key(20, "episodes K per task and rollout set", at_least(1))
     horizon: int | None = _key(None, "steps per episode; None: the family's", at_least(1))
@@ -93,7 +96,10 @@ class TrainConfig:
     eval_every: int = _key(10, "quick evaluation every N iterations (0: never)", at_least(0))
     eval_tasks: int = _key(40, "tasks of the quick evaluation", at_least(1))
     run_dir: str = _key("runs", "folder that holds the run folders")
-    torch_threads: int = _key(0, "torch threads for updates (0: all cores)", at_least(0))
+    torch_threads: int = _key(0, "torch threads for updates (0: all cores)", THREADS)
+    # where rollouts run (the episodes are the same bit for bit: omnirl.ray_collector)
+    collector_backend: str = _key("local", "rollouts local or on Ray", one_of(("local", "ray")))
+    collector_workers: int = _key(2, "Ray actors (collector_backend: ray)", at_least(1))
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -146,9 +152,20 @@ class _Dumper(yaml.SafeDumper):
     """Safe YAML dumper that quotes exactly the strings :class:`_Loader` would not read back."""
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of keys; anything larger is not one
+
+
 def _parse_yaml(text: str, where: str, lines: bool = True) -> Any:
-    """Parse ``text`` with :class:`_Loader`; a YAML error names ``where`` (and the line)."""
+    """Parse ``text`` with :class:`_Loader`; a YAML error names ``where`` (and the line).
+
+    Aliases are refused: a config has no use for them, and a few hundred bytes of nested
+    aliases expand to gigabytes (the "billion laughs").
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} bytes is not a config (at most 1 MiB)")
     try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=_Loader)):
+            raise ConfigError(f"{where}: YAML aliases (*name) are not allowed in configs")
         return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -214,7 +231,8 @@ def load_config(source: str, overrides: Sequence[str] = (), schema: type = Train
     """
     text, where = _read_source(source)
     data = _parse_yaml(text, where)
-    data = {} if data is None else data  # an empty file: all defaults
+    if data is None:  # never all defaults: an empty run config is a damaged one
+        raise ConfigError(f"{where} is empty (a config names at least its family)")
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}: a config is a mapping of keys to values, got {type(data).__name__}"
@@ -237,10 +255,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML; ``load_config(str(path), schema=type(cfg))`` reads it."""
+def config_bytes(cfg: Any) -> bytes:
+    """The resolved config as YAML; ``load_config(path, schema=type(cfg))`` reads it back."""
     body = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=None)
-    Path(path).write_text("# Resolved omnirl config (every key).\n" + body, encoding="utf-8")
+    return ("# Resolved omnirl config (every key).\n" + body).encode()
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_atomic(path, config_bytes(cfg))
 
 
 def family_of(source: str | Path) -> str | None:

@@ -8,6 +8,7 @@ with its own adapted parameters.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from omnirl.report import (
     pyplot,
     run_label,
 )
-from omnirl.seeding import TEST_STREAM, chunk_seed, stream
+from omnirl.seeding import TEST_STREAM, VAL_STREAM, chunk_seed, stream
 from omnirl.stats import mean_ci95_rows
 
 
@@ -114,19 +115,51 @@ def adaptation_returns(
 
 
 def sample_test_tasks(
-    family: Any, num_tasks: int, seed: int, stream_key: int = TEST_STREAM
+    family: Any, num_tasks: int, seed: int, split: str = "test"
 ) -> list[dict[str, Any]]:
-    """``num_tasks`` test tasks of ``family``; the same for every run evaluated with ``seed``.
+    """``num_tasks`` tasks of ``family``'s ``split``, the same for every run given ``seed``.
 
-    They come from their own stream (:data:`omnirl.seeding.TEST_STREAM`), never the training one.
+    Every split has its own stream, never the training one: ``test`` the test stream
+    (:data:`omnirl.seeding.TEST_STREAM`: the tasks of every evaluation made before splits
+    existed), ``val`` :data:`omnirl.seeding.VAL_STREAM`, an out-of-distribution split the test
+    stream keyed by its name.
     """
-    return family.tasks.sample(num_tasks, stream(seed, stream_key))
+    if split == "test":
+        return family.tasks.sample(num_tasks, stream(seed, TEST_STREAM))
+    keys = (VAL_STREAM,) if split == "val" else (TEST_STREAM, zlib.crc32(split.encode()))
+    return family.tasks.sample(num_tasks, stream(seed, *keys), split)
+
+
+def check_split(family: Any, split: str) -> None:
+    """Refuse a ``--split`` that ``family`` does not declare, or ``train``.
+
+    Raises:
+        OptionError: one line listing the family's splits.
+    """
+    if split == "test":
+        return
+    names = family.tasks.split_names
+    if split == "train":
+        raise OptionError(
+            "--split train is what runs train on; fresh tasks of that distribution are "
+            f"--split test or val (the splits of {family.name}: {', '.join(names)})"
+        )
+    if split not in names:
+        raise OptionError(
+            f"unknown split {split!r} of {family.name}; its splits: {', '.join(names)}"
+        )
 
 
 # Sub-envs per collector pass when evaluating many tasks: large enough to keep the batched
 # physics busy, small enough that the adaptation graph of a chunk fits in memory (2,000 tasks
 # x 20 episodes x 200 steps at once would need tens of GB).
 CHUNK_ENVS = 4000
+
+
+def task_chunks(tasks: Sequence[Any], episodes_per_task: int) -> list[Sequence[Any]]:
+    """``tasks`` in chunks of about :data:`CHUNK_ENVS` sub-envs (seeded by :func:`chunk_seed`)."""
+    size = max(1, CHUNK_ENVS // episodes_per_task)
+    return [tasks[start : start + size] for start in range(0, len(tasks), size)]
 
 
 def chunked_adaptation_returns(
@@ -145,15 +178,10 @@ def chunked_adaptation_returns(
     so a result depends only on the tasks, the seed and the chunk size. ``on_chunk`` is called
     with the number of tasks finished after each chunk (a progress bar).
     """
-    size = max(1, CHUNK_ENVS // episodes_per_task)
     parts = []
-    for index, start in enumerate(range(0, len(tasks), size)):
-        chunk = tasks[start : start + size]
-        parts.append(
-            adaptation_returns(
-                agent, collector, chunk, lrs, episodes_per_task, flow, seed=chunk_seed(seed, index)
-            )
-        )
+    for index, chunk in enumerate(task_chunks(tasks, episodes_per_task)):
+        seed_i, k = chunk_seed(seed, index), episodes_per_task
+        parts.append(adaptation_returns(agent, collector, chunk, lrs, k, flow, seed=seed_i))
         if on_chunk is not None:
             on_chunk(len(chunk))
     return np.concatenate(parts, axis=1)
@@ -178,8 +206,10 @@ def evaluate_runs(
     flow: str | None = None,
     lr_schedule: Sequence[float] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    split: str = "test",
+    ray: str | None = None,
 ) -> dict[str, Any]:
-    """Return of every run after 0..``steps`` adaptation steps on the same fresh test tasks.
+    """Return of every run after 0..``steps`` adaptation steps on the same fresh tasks.
 
     Args:
         runs: RL runs of one family, as :func:`omnirl.checkpoint.load_run` restores them.
@@ -190,6 +220,9 @@ def evaluate_runs(
         flow: the flow to adapt (default: each learner's ``eval_flow``).
         lr_schedule: one rate per step (default: each run's alpha, then alpha / 2).
         on_progress: ``(label, tasks done, tasks in all)`` after every chunk of tasks.
+        split: the family's task split (``test``; ``val``; an out-of-distribution split).
+        ray: spread the chunks of every run over Ray workers at this address (``local``: a
+            new local instance); the numbers are the same as in process.
 
     Returns:
         The ``eval.json`` payload: the tasks and, per run, every task's return after each step
@@ -199,11 +232,16 @@ def evaluate_runs(
     if len(families) != 1:
         raise OptionError(f"runs of different families cannot share test tasks: {sorted(families)}")
     family = registry.get_family(families.pop())
-    task_list = sample_test_tasks(family, tasks, seed)
+    check_split(family, split)
+    task_list = sample_test_tasks(family, tasks, seed, split)
     results, done = [], 0
-    for run in runs:
+    schedules = [list(lr_schedule or default_lrs(run.cfg.inner_lr, steps)) for run in runs]
+    if ray is not None:  # every run's chunks at once, on Ray workers
+        from omnirl.ray_evaluation import RemoteChunks
+
+        remote = RemoteChunks(ray, runs, family.env_id, task_list, schedules, episodes, flow, seed)
+    for index, (run, lrs) in enumerate(zip(runs, schedules, strict=True)):
         label = f"evaluate {run.cfg.agent} ({run.path.name})"
-        lrs = list(lr_schedule or default_lrs(run.cfg.inner_lr, steps))
 
         def advance(count: int, label: str = label) -> None:
             nonlocal done
@@ -211,12 +249,15 @@ def evaluate_runs(
             if on_progress is not None:
                 on_progress(label, done, len(runs) * tasks)
 
-        with Collector(family.env_id, seed=seed) as collector:
-            returns = chunked_adaptation_returns(
-                run.learner, collector, task_list, lrs, episodes, flow, seed, advance
-            )
+        if ray is not None:
+            returns = remote.returns(index, advance)
+        else:
+            with Collector(family.env_id, seed=seed) as collector:
+                returns = chunked_adaptation_returns(
+                    run.learner, collector, task_list, lrs, episodes, flow, seed, advance
+                )
         results.append(_run_entry(run, flow, lrs, returns))
-    payload = {"family": family.name, "tasks": task_list, "steps": steps}
+    payload = {"family": family.name, "split": split, "tasks": task_list, "steps": steps}
     payload.update(episodes=episodes, seed=seed, runs=results)
     optimum = analytic_optimum(family.name, task_list)
     return payload if optimum is None else {**payload, "optimum": optimum}
@@ -272,30 +313,32 @@ def evaluate_report(
     loaded = load_runs(runs, options.checkpoint, options.flow, kind="rl")
     folder = output_folder(options.out, runs)
     tasks = 100 if options.tasks is None else options.tasks
+    split, seed, flow = options.split, options.seed, options.flow
     payload = evaluate_runs(
-        loaded, tasks, steps, episodes, options.seed, options.flow, lrs, on_progress
+        loaded, tasks, steps, episodes, seed, flow, lrs, on_progress, split, options.ray
     )
     rows = [
         [run_label(r), *(mean_ci_text(m, c) for m, c in zip(r["mean"], r["ci95"], strict=True))]
         for r in payload["runs"]
     ]
     csv_rows = [
-        [r["run"], r["agent"], r["family"], step, m, c]
+        [r["run"], r["agent"], r["family"], split, step, m, c]
         for r in payload["runs"]
         for step, (m, c) in enumerate(zip(r["mean"], r["ci95"], strict=True))
     ]
     # Evaluation always uses the family's horizon; the paper also used 20 episodes per step.
-    figure = return_plot(payload, published=episodes == 20)
+    figure = return_plot(payload, published=episodes == 20 and split == "test")
+    stem = "eval" if split == "test" else f"eval-{split}"  # a split never overwrites test's
     return Report(
-        f"{payload['family']}: mean return ± 95% CI on {tasks} test tasks",
+        f"{payload['family']}: mean return ± 95% CI on {tasks} {split} tasks",
         ["run", *(f"{s} step{'s' if s != 1 else ''}" for s in range(steps + 1))],
         rows,
         files={
-            folder / "eval.json": json_bytes(payload),
-            folder / "eval.csv": csv_bytes(
-                ["run", "agent", "family", "step", "mean", "ci95"], csv_rows
+            folder / f"{stem}.json": json_bytes(payload),
+            folder / f"{stem}.csv": csv_bytes(
+                ["run", "agent", "family", "split", "step", "mean", "ci95"], csv_rows
             ),
-            folder / "eval.png": figure,
+            folder / f"{stem}.png": figure,
         },
         notes=[run.note for run in loaded if run.note],
         payload=payload,
@@ -329,7 +372,8 @@ def return_plot(payload: dict[str, Any], published: bool) -> bytes:
     ax.set_xticks(range(max(len(r["mean"]) for r in results)))
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel("mean return (95% CI)")
-    ax.set_title(f"{family}: return after adaptation on new tasks")
+    split = payload.get("split", "test")  # eval.json files from before splits: the test split
+    ax.set_title(f"{family}, {split} split: return after adaptation on new tasks", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -15,7 +15,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from omnirl.schema import MAX_SEED
+
 CHECKPOINTS = ("best", "latest")
+RL_ONLY = ("ray",)
 
 
 class OptionError(ValueError):
@@ -37,6 +40,12 @@ class EvaluateOptions:
     out: Path | None = None
     data: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+
+    split: str = "test"  # RL: the task split (test, val or an out-of-distribution one)
+    ray: str | None = None  # RL: task chunks on Ray workers ("local" or a cluster's address)
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -53,6 +62,9 @@ class RenderOptions:
     sample: bool = False
     horizon: int | None = None
 
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+
 
 def reject(options: EvaluateOptions | RenderOptions, names: Sequence[str], kind: str) -> None:
     """Refuse options that ``kind`` does not use, instead of silently ignoring them.
@@ -61,10 +73,23 @@ def reject(options: EvaluateOptions | RenderOptions, names: Sequence[str], kind:
         OptionError: ``--NAME does not apply to KIND runs`` for the first one given.
     """
     defaults = {f.name: f.default for f in fields(options)}
+    if kind != "RL":  # options of RL runs only, refused for the others without their listing them
+        names = [*names, *(name for name in RL_ONLY if name in defaults)]
     for name in names:
         if getattr(options, name) != defaults[name]:
             flag = "--" + name.replace("_", "-")
             raise OptionError(f"{flag} does not apply to {kind} runs")
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if the seeding accepts it (0 to 2^63 - 1).
+
+    Raises:
+        OptionError: any other integer.
+    """
+    if not 0 <= seed <= MAX_SEED:
+        raise OptionError(f"--seed must be an integer from 0 to 2^63 - 1, got {seed}")
+    return seed
 
 
 def check_checkpoint(which: str) -> str:
@@ -112,12 +137,25 @@ def parse_lr_schedule(text: str | None, steps: int) -> list[float] | None:
     return rates
 
 
+MAX_TASK_CHARS = 10_000  # a task is a few numbers; JSON nested deeper than Python recurses
+MAX_TASK_DEPTH = 8  # would end in a RecursionError
+
+
 def parse_task(text: str, space: Any, name: str) -> dict[str, Any]:
     """The task typed as JSON, validated by the task ``space`` of ``name``.
 
     Raises:
-        OptionError: not JSON, or not a task of that space (one line).
+        OptionError: too long or too deeply nested, not JSON, or not a task of that space.
     """
+    depth = deepest = 0
+    for char in text[:MAX_TASK_CHARS]:
+        depth += (char in "[{") - (char in "]}")
+        deepest = max(deepest, depth)
+    if len(text) > MAX_TASK_CHARS or deepest > MAX_TASK_DEPTH:
+        raise OptionError(
+            f"--task is a small JSON object like {json.dumps(space.example())}, not "
+            f"{len(text):,} characters nested {deepest} deep"
+        )
     try:
         return space.validate(json.loads(text))
     except json.JSONDecodeError as exc:

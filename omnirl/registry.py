@@ -21,11 +21,21 @@ from typing import Any, Protocol
 
 
 class TaskDistribution(Protocol):
-    """What a family's task space offers (see ``omnirl.envs.tasks.TaskSpace``)."""
+    """What a family's task space offers (see ``omnirl.envs.tasks.TaskSpace``).
+
+    Splits: ``train`` (what training samples), ``test`` and ``val`` (fresh tasks of the training
+    distribution) and the family's out-of-distribution splits; validation accepts every split's
+    values.
+    """
 
     summary: str
 
-    def sample(self, n: int, rng: Any) -> list[dict[str, Any]]: ...  # noqa: D102
+    @property
+    def split_names(self) -> tuple[str, ...]: ...  # noqa: D102
+
+    def describe_splits(self) -> list[tuple[str, str, str]]: ...  # noqa: D102
+
+    def sample(self, n: int, rng: Any, split: str = "train") -> list[dict[str, Any]]: ...  # noqa: D102
 
     def validate(self, task: Any) -> dict[str, Any]: ...  # noqa: D102
 

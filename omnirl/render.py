@@ -127,7 +127,8 @@ def play(
     kwargs: dict[str, Any] = {} if horizon is None else {"max_episode_steps": horizon}
     if film:
         kwargs.update(render_mode="rgb_array", width=WIDTH, height=HEIGHT)
-        # The MuJoCo families are HalfCheetah's: its "track" camera follows the body.
+        # Every MuJoCo family's model (HalfCheetah, Walker2d, Hopper) has a "track" camera
+        # that follows the body.
         kwargs["camera_name"] = "track"
     env = gymnasium.make(env_id, **kwargs)
     act = _actor(agent, flow, stage.params, sample, seed)
@@ -154,7 +155,11 @@ def play(
 
 def _caption(stage: Stage, total: float, task: Mapping[str, Any]) -> str:
     steps = _steps_text(stage.step)
-    task_text = ", ".join(f"{k} {_fmt(v)}" for k, v in task.items())
+    # Physics multipliers (one per body, dof or geom) are too many to print: say they are set.
+    shown = {k: v for k, v in task.items() if np.size(v) <= 3}
+    task_text = ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
+    if len(shown) < len(task):
+        task_text = f"{task_text}, physics domain" if task_text else "physics domain"
     return f"after {steps}  |  {task_text}  |  return {total:.1f}"
 
 

@@ -51,14 +51,21 @@ def write_report(report: Report) -> list[Path]:
 
 
 def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and make sure files can be written there.
+    """Make sure files can be written in ``folder``, creating nothing.
+
+    The nearest folder that exists is probed; the missing ones are made when the first file is
+    written (:func:`omnirl.files.write_atomic`), so a command that fails leaves no empty folder.
 
     Raises:
         OSError: with a one-line message naming the folder.
     """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".probe-"):
             pass
     except OSError as exc:
         raise OSError(f"cannot write to {folder}: {exc.strerror or exc}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import reprlib
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ def one_of(choices: Sequence[str] | Callable[[], Sequence[str]]) -> Rule:
 
 
 NON_EMPTY_POSITIVE = Rule(lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list, each >= 1")
+# Seeds feed numpy's SeedSequence and torch.manual_seed (at most 2^64 - 1) after adding stream
+# offsets: every seed below 2^63 is safe for both.
+MAX_SEED = 2**63 - 1
+SEED = Rule(lambda v: 0 <= v <= MAX_SEED, "0 to 2^63 - 1")
+# More threads than any machine has cores only oversubscribes; far more crash OpenMP.
+THREADS = Rule(lambda v: 0 <= v <= 256, "0 (every core) to 256")
 
 
 def _key(default: Any, help: str, rule: Rule | None = None) -> Any:
@@ -167,7 +174,7 @@ def _coerce(schema: type, key: str, value: Any) -> Any:
         return convert(value)
     except _WrongType as exc:
         expected = exc.expected or (f"{words} or null" if optional else words)
-        raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}") from None
+        raise ConfigError(f"config key '{key}' must be {expected}, got {_short(value)}") from None
 
 
 def _validate(schema: type, key: str, value: Any) -> Any:
@@ -176,5 +183,16 @@ def _validate(schema: type, key: str, value: Any) -> Any:
     rule: Rule | None = schema_fields(schema)[key].metadata["rule"]
     if value is not None and rule is not None and not rule.check(value):
         problem = "is not allowed" if rule.choice else "is out of range"
-        raise ConfigError(f"config key '{key}' = {value!r} {problem} (allowed: {rule.describe()})")
+        raise ConfigError(
+            f"config key '{key}' = {_short(value)} {problem} (allowed: {rule.describe()})"
+        )
     return value
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (a message is one line, not a dump)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    short.maxlist = short.maxtuple = short.maxdict = 6
+    short.maxlevel = 3
+    return short.repr(value)

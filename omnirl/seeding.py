@@ -16,6 +16,7 @@ import torch
 
 EVAL_STREAM = 7919  # quick-evaluation and validation tasks, apart from the training tasks
 TEST_STREAM = 104729  # test tasks, episodes and points of `omnirl evaluate` and `render`
+VAL_STREAM = 1299709  # the val split's tasks of `omnirl evaluate --split val`, apart from test
 DATA_STREAM = 30011  # a fixed training set (sinusoid), seeded by its own data_seed
 
 

@@ -39,11 +39,12 @@ def user_errors() -> Iterator[None]:
     """Turn the library's bad-input errors into ``error: ...`` and exit code 2."""
     from omnirl import registry
     from omnirl.config import ConfigError
+    from omnirl.files import DamagedFileError
     from omnirl.options import OptionError
 
     try:
         yield
-    except (ConfigError, OptionError, registry.UnknownNameError, OSError) as exc:
+    except (ConfigError, OptionError, DamagedFileError, registry.UnknownNameError, OSError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -69,15 +70,6 @@ def progress_bar(unit: str, trailer: str = "") -> Any:
         TextColumn(trailer),
         console=console,
     )
-
-
-def rl_stats(metrics: dict[str, float]) -> str:
-    """The RL progress bar's trailer: env steps per second and the rollouts' returns."""
-    stats = f"{metrics.get('time/sps', 0):,.0f} steps/s"
-    for key, label in (("rollout/return_pre", "pre"), ("rollout/return_post", "post")):
-        if key in metrics:
-            stats += f"  return {label} {metrics[key]:.1f}"
-    return stats
 
 
 def show_report(report: Any) -> None:

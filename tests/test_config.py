@@ -183,7 +183,10 @@ def test_wrong_types_name_the_key_and_the_expected_type(override, expected):
             "config key 'ls_backtrack_ratio' = 1.0 is out of range (allowed: (0, 1))",
         ),
         ("gae_lambda=1.5", "config key 'gae_lambda' = 1.5 is out of range (allowed: [0, 1])"),
-        ("seed=-1", "config key 'seed' = -1 is out of range (allowed: >= 0)"),
+        ("seed=-1", "config key 'seed' = -1 is out of range (allowed: 0 to 2^63 - 1)"),
+        ("seed=9223372036854775808", "config key 'seed' = 9223372036854775808 is out of range"),
+        ("torch_threads=100000", "config key 'torch_threads' = 100000 is out of range"),
+        ("iterations=0", "config key 'iterations' = 0 is out of range (allowed: >= 1)"),
         ("tasks_per_iteration=0", "config key 'tasks_per_iteration' = 0 is out of range"),
         ("horizon=0", "config key 'horizon' = 0 is out of range (allowed: >= 1)"),
         ("hidden_sizes=[]", "config key 'hidden_sizes' = () is out of range"),
@@ -250,10 +253,31 @@ def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path):
     assert "mapping" in config_error(str(path))
 
 
-def test_an_empty_file_means_all_defaults(tmp_path):
+def test_an_empty_file_is_an_error_not_all_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing set\n")
-    assert load_config(str(path)) == TrainConfig()
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(str(path))
+
+
+def test_yaml_aliases_and_huge_files_are_refused(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [
+        f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    bomb.write_text("\n".join(lines) + "\n")
+    message = config_error(str(bomb))
+    assert "YAML aliases (*name) are not allowed" in message and len(message) < 200
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (2 << 20) + "\nfamily: navigation-2d\n")
+    assert "is not a config (at most 1 MiB)" in config_error(str(huge))
+
+
+def test_a_long_bad_value_is_shortened_in_the_message():
+    message = config_error(SMOKE, ["run_dir=[" + ",".join(["1"] * 10000) + "]"])
+    assert message.startswith("config key 'run_dir' must be a string") and len(message) < 200
 
 
 def test_direct_construction_is_validated_too():

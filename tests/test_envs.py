@@ -43,7 +43,7 @@ def test_same_seed_same_trajectory(env_id, rng):
     first, second = rollout(env, actions, 7, task), rollout(gym.make(env_id), actions, 7, task)
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
-    if "Cheetah" in env_id:  # the reset noise depends on the seed
+    if "Navigation" not in env_id:  # MuJoCo families: the reset noise depends on the seed
         other = rollout(gym.make(env_id), actions, 8, task)
         assert not np.array_equal(first[0], other[0])
 
@@ -159,14 +159,17 @@ BAD_TASKS = {
     "omnirl/Navigation2D-v1": [
         ({}, "missing field 'goal'"),
         ({"goal": [0.1, 0.2], "speed": 1}, "unknown task field"),
-        ({"goal": [0.1, 0.7]}, r"'goal'.*out of range.*U\[-0.5, 0.5\]\^2"),
+        ({"goal": [0.1, 1.7]}, r"'goal'.*out of range.*U\[-0.5, 0.5\]\^2.*ood-goal: U\[-1, 1\]"),
         ({"goal": 0.1}, r"'goal'.*wrong type or shape"),
         ({"goal": "left"}, r"'goal' must be numeric"),
         ([0.1, 0.2], "must be a dict"),
     ],
     "omnirl/HalfCheetahVel-v0": [
         ({"goal": 1.0}, "unknown task field"),
-        ({"velocity": -0.5}, r"'velocity'.*out of range.*U\[0, 2\]"),
+        ({"velocity": -0.5}, r"'velocity'.*out of range.*U\[0, 2\].*ood-velocity: U\[2, 3\]"),
+        ({"velocity": 3.5}, r"'velocity'.*out of range"),
+        ({"velocity": 1.0, "body_mass": 1.6}, r"'body_mass'.*ood-physics: 1.5\^U\[-1, 1\]"),
+        ({"velocity": 1.0, "dof_damping": [1.0, 1.0]}, r"'dof_damping'.*wrong type or shape"),
         ({"velocity": float("nan")}, r"'velocity'.*out of range"),
         ({"velocity": [1.0]}, r"'velocity'.*wrong type or shape"),
         ({"velocity": True}, r"'velocity'.*wrong type"),
@@ -175,6 +178,22 @@ BAD_TASKS = {
         ({"direction": 0}, r"'direction'.*not allowed.*\{-1, 1\}"),
         ({"direction": "forward"}, r"'direction'.*not allowed"),
         ({}, "missing field 'direction'"),
+    ],
+    "omnirl/HalfCheetahVelDomains-v0": [
+        ({"body_mass": 1.0}, "missing field 'velocity'"),
+        # u = 2.5 is beyond both the training domains (|u| <= 1) and ood-physics (|u| <= 2).
+        ({"velocity": 1.0, "body_mass": 1.5**2.5}, r"'body_mass'.*U\[-1, 1\].*±U\[1, 2\]"),
+        ({"velocity": 1.0, "geom_friction": -1.0}, r"'geom_friction'.*out of range"),
+        ({"velocity": 1.0, "body_inertia": "heavy"}, r"'body_inertia' must be numeric"),
+    ],
+    "omnirl/Walker2dRandParams-v0": [
+        ({"velocity": 1.0}, "unknown task field"),
+        ({"dof_damping": 1.3**4.5}, r"'dof_damping'.*1.3\^U\[-3, 3\].*1.3\^±U\[3, 4\]"),
+        ({"body_mass": [1.0] * 5}, r"'body_mass'.*wrong type or shape"),
+    ],
+    "omnirl/HopperRandParams-v0": [
+        ({"body_mass": [1.0] * 8}, r"'body_mass'.*wrong type or shape"),
+        ({"geom_friction": 0.0}, r"'geom_friction'.*out of range"),
     ],
 }
 
@@ -225,3 +244,34 @@ def test_sample_tasks_reproducible_and_in_range():
         ]
     )
     assert goals.shape == (200, 2) and np.abs(goals).max() <= 0.5
+
+
+@pytest.mark.parametrize("env_id", ["omnirl/Walker2dRandParams-v0", "omnirl/HopperRandParams-v0"])
+def test_unit_physics_equal_gymnasium_v5(env_id, rng):
+    """From the same state under the same ctrl: qpos, qvel, reward and termination of v5."""
+    reference = gym.make(env_id.split("/")[1].replace("RandParams-v0", "-v5")).unwrapped
+    ours = gym.make(env_id).unwrapped
+    native = gym.make_vec(
+        env_id, num_envs=3, vectorization_mode="vector_entry_point", max_episode_steps=None
+    )
+    reference.reset(seed=5)
+    ours.reset(seed=5)
+    native.reset(seed=[0, 5, 1])  # sub-env 1 gets the reference's seed
+    np.testing.assert_array_equal(ours.data.qpos, reference.data.qpos)
+    for _ in range(300):
+        # Random controls: the walker or hopper falls within 300 steps (termination).
+        action = (0.3 * rng.uniform(-1, 1, ours.action_space.shape)).astype(np.float64)
+        obs, reward, terminated, _, info = reference.step(action)
+        mine = ours.step(action)
+        assert mine[4] == {key: info[key] for key in mine[4]} and len(mine[4]) == 6
+        got = native.step(np.stack([action] * 3))
+        for field in ("qpos", "qvel"):
+            expected = getattr(reference.data, field)
+            np.testing.assert_array_equal(getattr(ours.data, field), expected)
+            np.testing.assert_array_equal(native.batch.bind(field)[1], expected)
+        np.testing.assert_array_equal(mine[0], obs)
+        np.testing.assert_array_equal(got[0][1], obs)
+        assert mine[1] == got[1][1] == reward and mine[2] == got[2][1] == terminated
+        if terminated:
+            break
+    assert terminated

@@ -56,7 +56,7 @@ def test_evaluate_two_runs_on_the_same_tasks(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((out / "eval.json").read_text())
     rows = (out / "eval.csv").read_text().splitlines()
-    assert rows[0] == "run,agent,family,step,mean,ci95" and len(rows) == 1 + 2 * 3
+    assert rows[0] == "run,agent,family,split,step,mean,ci95" and len(rows) == 1 + 2 * 3
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*"))  # no temporary files left behind
     assert [r["agent"] for r in data["runs"]] == ["omni", "maml"]

@@ -516,12 +516,22 @@ def test_resume_continues_bit_for_bit(tmp_path, fewshot_data):
 
 def test_a_non_finite_loss_stops_the_run_naming_the_last_good_checkpoint(fewshot_data, tmp_path):
     trainer = FewShotTrainer(smoke_cfg(data=fewshot_data, run_dir=tmp_path))
+    trainer._open_run()  # writes the step-0 checkpoint
     with torch.no_grad():
         trainer.agent.net.heads["joint"].weight.fill_(float("inf"))
-    with pytest.raises(
-        TrainingError, match=r"step 1: non-finite outer loss .*checkpoints/latest\.pt"
-    ):
+    message = r"step 1: non-finite outer loss .*checkpoints/latest\.pt \(step 0\)"
+    with pytest.raises(TrainingError, match=message):
+        trainer.step()
+    trainer.lock.release()
+
+
+def test_a_non_finite_initial_state_is_never_saved(fewshot_data, tmp_path):
+    trainer = FewShotTrainer(smoke_cfg(data=fewshot_data, run_dir=tmp_path))
+    with torch.no_grad():
+        trainer.agent.net.heads["joint"].weight.fill_(float("inf"))
+    with pytest.raises(TrainingError, match="step 1: non-finite parameters.*nothing to resume"):
         trainer.train()
+    assert not (trainer.checkpoint_dir / "latest.pt").exists()
 
 
 def test_bad_data_is_one_clear_line(write_fewshot_classes, tmp_path):

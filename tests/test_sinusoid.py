@@ -426,9 +426,9 @@ def test_train_evaluate_render(trained_runs, tmp_path):
 
 
 def test_a_run_without_best_pt_is_evaluated_from_latest_with_a_note(trained_runs, tmp_path):
-    cfg = smoke_cfg("iterations=0", run_dir=tmp_path / "runs")
-    run = SinusoidTrainer(cfg).train()  # only latest.pt, written before the first log
-    assert not (run / "checkpoints" / "best.pt").exists()
+    cfg = smoke_cfg("iterations=1", run_dir=tmp_path / "runs")
+    run = SinusoidTrainer(cfg).train()
+    (run / "checkpoints" / "best.pt").unlink()  # as a run before its first quick evaluation
     report = evaluate_report([run], EvaluateOptions(tasks=2, steps=1, shots="3"))
     assert report.payload["runs"][0]["checkpoint"] == "latest"
     assert len(report.notes) == 1 and "using latest.pt" in report.notes[0]

@@ -71,6 +71,7 @@ def test_latest_checkpoint_advances_every_iteration(tmp_path):
         seen.append(state["iteration"])
         assert states_equal(state["agent"], trainer.agent.state_dict())
     assert seen == [1, 2, 3]
+    trainer.lock.release()
 
 
 @pytest.mark.parametrize("agent", ["omni", "maml"])
@@ -126,10 +127,11 @@ def start_long_run(tmp_path, **popen):
     ]
     proc = subprocess.Popen(cmd, **popen)
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline:  # until a trained iteration is saved (not just iteration 0)
         runs = [p for p in tmp_path.iterdir() if p.is_dir()]
-        if runs and (runs[0] / "checkpoints" / "latest.pt").exists():
-            return proc, runs[0] / "checkpoints" / "latest.pt"
+        latest = runs[0] / "checkpoints" / "latest.pt" if runs else None
+        if latest is not None and latest.exists() and checkpoint.load(latest)["iteration"] >= 1:
+            return proc, latest
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -191,7 +193,9 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path):
     trainer = Trainer(load_config("smoke-navigation-2d", [f"run_dir={tmp_path}", "iterations=3"]))
+    trainer._open_run()
     trainer.step()
+    trainer.lock.release()
     good = {k: v.clone() for k, v in trainer.agent.policy.state_dict().items()}
     with torch.no_grad():
         for p in trainer.agent.policy.parameters():

@@ -9,6 +9,8 @@ from typing import Any
 from omnirl import registry
 from omnirl.config import (
     NON_EMPTY_POSITIVE,
+    SEED,
+    THREADS,
     ConfigError,
     above,
     at_least,
@@ -32,7 +34,7 @@ class FewShotConfig:
     # what to train
     family: str = config_key(FAMILY, "module (few-shot classification)", one_of((FAMILY,)))
     agent: str = config_key("omni", "learning rule", one_of(lambda: registry.learner_names(FAMILY)))
-    seed: int = config_key(0, "seed of the whole run", at_least(0))
+    seed: int = config_key(0, "seed of the whole run", SEED)
     data: str = config_key(
         "glyphs", "training data: a folder root/<class>/*.png|jpg, or glyphs or shapes"
     )
@@ -42,7 +44,7 @@ class FewShotConfig:
         (32, 32, 32, 32), "output channels of the conv blocks", NON_EMPTY_POSITIVE
     )
     # training
-    iterations: int = config_key(1000, "training steps (one Adam step each)", at_least(0))
+    iterations: int = config_key(1000, "training steps (one Adam step each)", at_least(1))
     lr: float = config_key(1e-3, "Adam learning rate", above(0))
     batch_size: int = config_key(64, "images per pre-training batch", at_least(1))
     train_way: int = config_key(5, "classes per training episode", at_least(2))
@@ -58,7 +60,7 @@ class FewShotConfig:
     eval_every: int = config_key(250, "validation every N steps (0: never)", at_least(0))
     eval_episodes: int = config_key(200, "5-shot validation episodes", at_least(1))
     run_dir: str = config_key("runs", "folder that holds the run folders")
-    torch_threads: int = config_key(0, "torch threads (0: all cores)", at_least(0))
+    torch_threads: int = config_key(0, "torch threads (0: all cores)", THREADS)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -45,8 +45,8 @@ CHUNK = 100  # episodes classified at once (bounds memory for large feature size
 DEFAULT_SHOTS = "1,5"
 DEFAULT_EPISODES = 600  # the standard protocol
 MAX_SHOT = 1000
-# Options of `omnirl evaluate` that only RL and regression runs use.
-NOT_FEWSHOT = ("tasks", "steps", "lr_schedule")
+# Options of `omnirl evaluate` that only RL and regression runs use (--split: RL only).
+NOT_FEWSHOT = ("tasks", "steps", "lr_schedule", "split")
 
 Progress = Callable[[str, int, int], None]
 
@@ -289,7 +289,7 @@ def evaluate_report(
 
     Raises:
         OptionError: an option that does not apply (``--tasks``, ``--steps``,
-            ``--lr-schedule``) or a bad value.
+            ``--lr-schedule``, ``--split``) or a bad value.
         ConfigError: a run's config, or data that cannot make the episodes (one line).
         FileNotFoundError: a missing run or checkpoint.
         OSError: an output folder that cannot be written.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ import torch
 
 from omnirl.fewshot.config import FewShotConfig, data_module, make_learner
 from omnirl.fewshot.evaluate import episode_accuracies
+from omnirl.runs import DIVERGENCE, RunTrainer
 from omnirl.seeding import EVAL_STREAM, seed_everything, stream
 from omnirl.stats import mean_ci95
 from omnirl.threads import available_cores
-from omnirl.trainer import RunTrainer, new_run_dir
 
 VAL_SHOT = 5  # validation (and best.pt) uses 5-shot episodes
 
@@ -54,8 +53,7 @@ class FewShotTrainer(RunTrainer):
         self.val = self._validation_data() if cfg.eval_every else None
         self.iteration = 0
         self.best = -math.inf
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self._use_run_dir(run_dir)  # last: a failure above leaves no folder behind
         self._writer: Any = None
 
     def _validation_data(self) -> tuple[Any, list[Any]]:
@@ -75,25 +73,16 @@ class FewShotTrainer(RunTrainer):
         return {"classes": list(self.train_set.classes)}
 
     # ---------------------------------------------------------------------- training
-    def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> Path:
-        """Run the remaining steps; return the run folder.
+    unit = "step"
 
-        Args:
-            on_iteration: called after every step with its number and metrics (progress bar).
+    def finish(self) -> None:
+        """After the last step: save it, and make it ``best.pt`` if nothing was validated."""
+        state = self.checkpoint_state()
+        self.save_checkpoints(improved=self.val is None or not self._has_best(), state=state)
+        super().finish()
 
-        Raises:
-            TrainingError: a non-finite loss; ``latest.pt`` holds the last validated step.
-        """
-        self._open_run()
-        while self.iteration < self.cfg.iterations:
-            metrics = self.step()
-            if on_iteration is not None:
-                on_iteration(self.iteration, metrics)
-        self.save_checkpoint("latest.pt")
-        if self.val is None or not (self.checkpoint_dir / "best.pt").exists():
-            self.save_checkpoint("best.pt")
-        self.writer.flush()
-        return self.run_dir
+    def _has_best(self) -> bool:
+        return (self.checkpoint_dir / "best.pt").exists()
 
     def step(self) -> dict[str, float]:
         """One training step, logged; validation and checkpoints every ``eval_every`` steps."""
@@ -103,19 +92,23 @@ class FewShotTrainer(RunTrainer):
         draw = self.data.draw_training(self.train_set, self.rng, batch_size, self.sampler)
         try:
             metrics = self.agent.update(draw)
-        except FloatingPointError as exc:
-            raise self.stopped(exc, "step") from None
+        except DIVERGENCE as exc:
+            raise self.stopped(exc) from None
         elapsed = time.perf_counter() - start
         metrics.update({"time/iteration_s": elapsed, "time/sps": draw.num_images() / elapsed})
         self.iteration += 1
         if self.val is not None and self.iteration % cfg.eval_every == 0:
-            metrics.update(self.validate())
+            try:
+                metrics.update(self.validate())
+            except DIVERGENCE as exc:
+                raise self.stopped(exc, self.iteration) from None
+            state = self.checkpoint_state()  # a divergence stops here: nothing logged or saved
+            self._log(metrics)
             improved = metrics["eval/accuracy_post"] > self.best
             self.best = max(self.best, metrics["eval/accuracy_post"])
-            self.save_checkpoint("latest.pt")
-            if improved:
-                self.save_checkpoint("best.pt")
-        self._log(metrics)
+            self.save_checkpoints(improved, state={**state, "best": self.best})
+        else:
+            self._log(metrics)
         return metrics
 
     def validate(self) -> dict[str, float]:

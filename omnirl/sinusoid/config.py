@@ -9,6 +9,8 @@ from typing import Any
 from omnirl import registry
 from omnirl.config import (
     NON_EMPTY_POSITIVE,
+    SEED,
+    THREADS,
     ConfigError,
     above,
     at_least,
@@ -32,15 +34,15 @@ class SinusoidConfig:
     # what to train
     family: str = config_key(FAMILY, "the supervised module", one_of((FAMILY,)))
     agent: str = config_key("omni", "learning rule", one_of(lambda: registry.learner_names(FAMILY)))
-    seed: int = config_key(0, "seed of the run: initial parameters and meta-batches", at_least(0))
+    seed: int = config_key(0, "seed of the run: initial parameters and meta-batches", SEED)
     # data and meta-batch
-    iterations: int = config_key(50_000, "outer steps (MAML paper: 70,000)", at_least(0))
+    iterations: int = config_key(50_000, "outer steps (MAML paper: 70,000)", at_least(1))
     tasks_per_iteration: int = config_key(25, "tasks B per meta-batch (MAML: 25)", at_least(1))
     shots: int = config_key(10, "support points K per task in training (MAML: 10)", at_least(1))
     query_points: int = config_key(10, "query points per task in training", at_least(1))
     train_tasks: int = config_key(30_000, "tasks in the fixed training set", at_least(1))
     points_per_task: int = config_key(50, "points per training task", at_least(2))
-    data_seed: int = config_key(0, "seed of the fixed training set", at_least(0))
+    data_seed: int = config_key(0, "seed of the fixed training set", SEED)
     # model
     hidden_sizes: tuple[int, ...] = config_key((64, 64), "hidden layers (tanh)", NON_EMPTY_POSITIVE)
     branch_rank: int = config_key(16, "rank of the Omni-Net pre/meta branches", at_least(1))
@@ -57,7 +59,7 @@ class SinusoidConfig:
     log_every: int = config_key(500, "metrics, quick evaluation, checkpoint every N", at_least(1))
     eval_tasks: int = config_key(100, "tasks of the quick evaluation", at_least(1))
     run_dir: str = config_key("runs", "folder that holds the run folders")
-    torch_threads: int = config_key(0, "torch threads (0: all cores)", at_least(0))
+    torch_threads: int = config_key(0, "torch threads (0: all cores)", THREADS)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -230,7 +230,7 @@ def _table(payload: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
 
 def _parse_options(options: EvaluateOptions) -> tuple[int, int, list[int], list[float] | None]:
     """Tasks, steps, shots and learning rates from the options, refusing what does not apply."""
-    reject(options, ("episodes", "data"), FAMILY)
+    reject(options, ("episodes", "data", "split"), FAMILY)
     check_checkpoint(options.checkpoint)
     tasks = DEFAULT_TASKS if options.tasks is None else options.tasks
     steps = DEFAULT_STEPS if options.steps is None else options.steps
@@ -245,9 +245,9 @@ def evaluate_report(
 ) -> Report:
     """``omnirl evaluate`` on sinusoid runs: the table and ``eval.json``, ``.csv``, ``.png``.
 
-    Everything is checked before any work: the options (``--episodes`` and ``--data`` do not
-    apply), every run loaded, ``--flow``, and the output folder (``--out``, else the run, else
-    ``./eval``). Defaults: 100 tasks, 10 steps, ``--shots 5,10,20``.
+    Everything is checked before any work: the options (``--episodes``, ``--data`` and
+    ``--split`` do not apply), every run loaded, ``--flow``, and the output folder (``--out``,
+    else the run, else ``./eval``). Defaults: 100 tasks, 10 steps, ``--shots 5,10,20``.
 
     Args:
         runs: sinusoid run folders.

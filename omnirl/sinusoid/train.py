@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from omnirl.runs import DIVERGENCE, RunTrainer
 from omnirl.seeding import DATA_STREAM, EVAL_STREAM, seed_everything, stream
 from omnirl.sinusoid.config import SinusoidConfig, data_module, make_learner
 from omnirl.sinusoid.evaluate import QUERY_POINTS, adaptation_mse
 from omnirl.threads import available_cores
-from omnirl.trainer import RunTrainer, new_run_dir, open_run_dir
 
 
 class SinusoidTrainer(RunTrainer):
@@ -47,29 +46,15 @@ class SinusoidTrainer(RunTrainer):
         )
         self.iteration = 0
         self.best = math.inf
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        self.checkpoint_dir = self.run_dir / "checkpoints"
         self.logged: dict[str, float] = {}  # the last metrics line (shown by the progress bar)
         self._window: list[dict[str, float]] = []
+        self._use_run_dir(run_dir)  # last: a failure above leaves no folder behind
 
-    def train(self, on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> Path:
-        """Run the remaining iterations; return the run folder.
+    uses_tensorboard = False  # metrics.jsonl only: 50,000 steps of scalars would be noise
 
-        Args:
-            on_iteration: called after every iteration with its number and metrics (with the
-                last logged line's, for the progress bar).
-
-        Raises:
-            TrainingError: a non-finite loss; ``latest.pt`` holds the last logged iteration.
-        """
-        open_run_dir(self.run_dir, self.cfg, self.iteration)
-        if self.iteration == 0:
-            self.save_checkpoint("latest.pt")  # evaluate/render work before the first log
-        while self.iteration < self.cfg.iterations:
-            metrics = self.step()
-            if on_iteration is not None:
-                on_iteration(self.iteration, {**metrics, **self.logged})
-        return self.run_dir
+    def progress_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The step's metrics with the last logged line's (the quick evaluation's MSE)."""
+        return {**metrics, **self.logged}
 
     def step(self) -> dict[str, float]:
         """One meta-batch and one outer step; every ``log_every``: log, evaluate, checkpoint."""
@@ -80,7 +65,7 @@ class SinusoidTrainer(RunTrainer):
         start = time.perf_counter()
         try:
             metrics = self.agent.update(batch)
-        except FloatingPointError as exc:
+        except DIVERGENCE as exc:
             raise self.stopped(exc) from None
         metrics["time/iteration_s"] = time.perf_counter() - start
         self.iteration += 1
@@ -95,15 +80,17 @@ class SinusoidTrainer(RunTrainer):
         # Training points (support + query) per second of update time.
         points = cfg.tasks_per_iteration * (cfg.shots + cfg.query_points)
         line["time/sps"] = points / line["time/iteration_s"]
-        line.update(self.quick_eval())
+        try:
+            line.update(self.quick_eval())
+        except DIVERGENCE as exc:
+            raise self.stopped(exc, self.iteration) from None
+        state = self.checkpoint_state()  # a divergence stops here: nothing logged or saved
         self._window = []
         self.logged = line
-        self._append_metrics(line)  # no tensorboard events for sinusoid runs
+        self._log(line)
         improved = line["eval/mse_post"] < self.best
         self.best = min(self.best, line["eval/mse_post"])
-        self.save_checkpoint("latest.pt")
-        if improved:
-            self.save_checkpoint("best.pt")
+        self.save_checkpoints(improved, state={**state, "best": self.best})
 
     def quick_eval(self) -> dict[str, float]:
         """MSE before and after one step on the fixed evaluation tasks (K = ``shots``)."""

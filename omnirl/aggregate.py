@@ -1,0 +1,396 @@
+"""``omnirl report``: aggregates over seeds, with the stratified bootstrap of rliable.
+
+Input: the ``eval.json`` that ``omnirl evaluate RUN`` (or ``omnirl sweep``) wrote into each RL
+run folder, all of one family and split evaluated on the same tasks (same seed and count).
+Runs are grouped by *label*: the agent, plus the variant tag of a sweep's run folder
+(``<family>-<agent>-<seed>-<tag>``). For every family, split, label and number of adaptation
+steps the report gives, over the label's seeds x the test tasks:
+
+- the mean and the interquartile mean (IQM: the mean of the middle 50% of the scores,
+  ``scipy.stats.trim_mean(scores, 0.25)``) of the per-task returns;
+- their 95% intervals by the stratified bootstrap of Agarwal et al. (2021, rliable): the tasks
+  are the strata, and each replicate resamples a label's seeds with replacement within every
+  task (percentile intervals, :func:`scipy.stats.bootstrap` with one sample per task). It
+  measures how much the result would move with other seeds on these tasks; the per-run
+  intervals of ``eval.json`` are the ones over tasks;
+- the paired difference to the ``reference`` label (default ``maml``): the same statistic of
+  the label minus the reference's, both on the same tasks, each label's seeds resampled within
+  each task.
+
+A label with one seed has no interval (NaN). Learning curves come from each run's
+``metrics.jsonl``: the quick evaluation's ``eval/return_post`` against the cumulative env steps
+of training (``time/env_steps`` where logged, else ``time/sps * time/iteration_s``), averaged
+over seeds at the iterations they share.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnirl.options import OptionError
+from omnirl.report import Report, csv_bytes, figure_bytes, json_bytes, pyplot
+
+CONFIDENCE = 0.95
+
+
+# ------------------------------------------------------------------------- statistics
+def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """The interquartile mean: 25% trimmed from each end (rliable's ``aggregate_iqm``)."""
+    from scipy.stats import trim_mean
+
+    return trim_mean(scores, 0.25, axis=axis)
+
+
+# Of a label's (..., seeds, tasks) scores, all seeds and tasks together.
+STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda x: x.reshape(*x.shape[:-2], -1).mean(axis=-1),
+    "iqm": lambda x: iqm(x.reshape(*x.shape[:-2], -1), axis=-1),
+}
+
+
+def stratified_interval(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    scores: Sequence[np.ndarray],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile interval of ``statistic`` by the stratified bootstrap over seeds.
+
+    Args:
+        statistic: ``(..., seeds, tasks) -> (...)`` of one label, or of several labels'
+            arrays combined by :func:`paired` (e.g. a difference).
+        scores: one ``(seeds, tasks)`` array per label; the tasks (columns) are the strata and
+            each label's seeds are resampled within every task.
+        resamples: bootstrap replicates.
+        seed: seeds the resampling.
+
+    Returns:
+        ``(low, high)``; NaN when a label has fewer than two seeds.
+    """
+    from scipy.stats import bootstrap
+
+    if min(s.shape[0] for s in scores) < 2:
+        return math.nan, math.nan
+    tasks = scores[0].shape[1]
+    samples = tuple(column for s in scores for column in np.asarray(s, float).T)
+
+    def stacked(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
+        parts = [np.stack(columns[i * tasks : (i + 1) * tasks], -1) for i in range(len(scores))]
+        return statistic(*parts)
+
+    result = bootstrap(
+        samples,
+        stacked,
+        n_resamples=resamples,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def paired(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The statistic ``name`` of a label minus the reference's (arrays of the same tasks)."""
+    return lambda label, reference: STATISTICS[name](label) - STATISTICS[name](reference)
+
+
+# ------------------------------------------------------------------------------ inputs
+def run_folders(paths: Sequence[Path]) -> list[Path]:
+    """Run folders: each path itself if it is one, else the run folders inside it (a sweep)."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / "config.yaml").is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+        else:
+            raise FileNotFoundError(f"{path} is neither a run folder nor a folder of runs")
+    if not runs:
+        raise OptionError(f"no run folders in {', '.join(map(str, paths))}")
+    return runs
+
+
+def label_of(run: Path, cfg: Any) -> str:
+    """The agent, plus the variant tag of a sweep's ``<family>-<agent>-<seed>-<tag>`` folder."""
+    stem = f"{cfg.family}-{cfg.agent}-{cfg.seed}-"
+    in_sweep = (run.parent / "sweep.yaml").is_file()
+    return (
+        f"{cfg.agent}-{run.name[len(stem) :]}"
+        if in_sweep and run.name.startswith(stem)
+        else cfg.agent
+    )
+
+
+def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """The evaluated RL runs by (family, split): their tasks and per-label scores.
+
+    Returns:
+        ``{(family, split): {"payload": first eval.json, "labels": {label: {"runs": [...],
+        "scores": (seeds, steps + 1, tasks)}}}}`` and notes on runs left out.
+
+    Raises:
+        OptionError: runs of one family and split evaluated on different tasks (one line).
+    """
+    from omnirl.config import kind_of, load_run_config
+
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    notes = []
+    for run in runs:
+        if kind_of(run).name != "rl":
+            notes.append(f"{run}: not an RL run, left out")
+            continue
+        if not (run / "eval.json").is_file():
+            notes.append(f"{run}: not evaluated (omnirl evaluate {run}), left out")
+            continue
+        payload = json.loads((run / "eval.json").read_text())
+        entry = next((r for r in payload["runs"] if Path(r["run"]).name == run.name), None)
+        if entry is None:
+            notes.append(f"{run}/eval.json does not evaluate {run.name}, left out")
+            continue
+        key = (payload["family"], payload.get("split", "test"))
+        group = groups.setdefault(key, {"payload": payload, "labels": {}, "first": run})
+        _check_same_tasks(group, payload, run)
+        label = group["labels"].setdefault(label_of(run, load_run_config(run)), {"runs": []})
+        label["runs"].append(str(run))
+        label.setdefault("scores", []).append(np.asarray(entry["returns"], dtype=float))
+    for group in groups.values():
+        for label in group["labels"].values():
+            label["scores"] = np.stack(label["scores"])
+    return groups, notes
+
+
+def _check_same_tasks(group: dict[str, Any], payload: dict[str, Any], run: Path) -> None:
+    first = group["payload"]
+    keys = ("tasks", "steps", "episodes", "seed")
+    if any(first[k] != payload[k] for k in keys):
+        raise OptionError(
+            f"{run} was evaluated on other tasks than {group['first']} ({len(payload['tasks'])} "
+            f"tasks, seed {payload['seed']}, {payload['steps']} steps, vs {len(first['tasks'])}, "
+            f"{first['seed']}, {first['steps']}): evaluate them alike to aggregate them"
+        )
+
+
+# ---------------------------------------------------------------------------- aggregate
+def aggregate(
+    groups: dict[tuple[str, str], dict[str, Any]], reference: str, resamples: int, seed: int
+) -> list[dict[str, Any]]:
+    """Per family, split and label: mean and IQM per step with intervals, and differences."""
+    out = []
+    for (family, split), group in sorted(groups.items()):
+        labels, entries = group["labels"], {}
+        ref = labels.get(reference)
+        for label, data in sorted(labels.items()):
+            scores = data["scores"]  # (seeds, steps + 1, tasks)
+            entry: dict[str, Any] = {"runs": data["runs"], "seeds": int(scores.shape[0])}
+            for name, stat in STATISTICS.items():
+                per_step = [scores[:, s] for s in range(scores.shape[1])]
+                entry[name] = [float(stat(x)) for x in per_step]
+                entry[f"{name}_ci"] = [
+                    stratified_interval(stat, [x], resamples, seed) for x in per_step
+                ]
+                if ref is not None and label != reference:
+                    diff = paired(name)
+                    pairs = [(x, ref["scores"][:, s]) for s, x in enumerate(per_step)]
+                    entry[f"{name}_diff"] = [float(diff(x, r)) for x, r in pairs]
+                    entry[f"{name}_diff_ci"] = [
+                        stratified_interval(diff, [x, r], resamples, seed) for x, r in pairs
+                    ]
+            entries[label] = entry
+        tasks = len(group["payload"]["tasks"])
+        out.append({"family": family, "split": split, "tasks": tasks, "labels": entries})
+    return out
+
+
+# ----------------------------------------------------------------------- learning curves
+def _env_steps(line: dict[str, Any]) -> float:
+    if "time/env_steps" in line:
+        return float(line["time/env_steps"])
+    return round(line.get("time/sps", 0.0) * line.get("time/iteration_s", 0.0))
+
+
+def curve_of(run: Path) -> dict[int, tuple[float, float]]:
+    """``{iteration: (cumulative env steps, eval/return_post)}`` from ``metrics.jsonl``."""
+    points, total = {}, 0.0
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for text in lines:
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:  # the last line of a killed run
+            continue
+        total += _env_steps(line)
+        if "eval/return_post" in line:
+            points[int(line["iteration"])] = (total, float(line["eval/return_post"]))
+    return points
+
+
+def learning_curves(
+    groups: dict[tuple[str, str], dict[str, Any]], resamples: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per family and label: mean quick-evaluation return over seeds vs cumulative env steps."""
+    curves: dict[str, dict[str, Any]] = {}
+    for (family, _), group in sorted(groups.items()):
+        for label, data in sorted(group["labels"].items()):
+            runs = [curve_of(Path(run)) for run in data["runs"]]
+            shared = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
+            if not shared:
+                continue
+            steps = [float(np.mean([c[i][0] for c in runs])) for i in shared]
+            values = np.array([[c[i][1] for c in runs] for i in shared])  # (points, seeds)
+            bands = [
+                stratified_interval(STATISTICS["mean"], [v[:, None]], resamples, seed)
+                for v in values
+            ]
+            curves.setdefault(family, {})[label] = {
+                "iteration": shared,
+                "env_steps": steps,
+                "mean": values.mean(axis=1).tolist(),
+                "ci": bands,
+            }
+    return curves
+
+
+# ------------------------------------------------------------------------------ figures
+def _band(
+    ax: Any, x: Sequence[float], y: Sequence[float], ci: Sequence, label: str, i: int
+) -> None:
+    color = f"C{i % 10}"
+    ax.plot(x, y, marker="o", markersize=3, color=color, label=label)
+    low, high = np.array([c[0] for c in ci], float), np.array([c[1] for c in ci], float)
+    if np.isfinite(low).all():
+        ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
+    """IQM return vs adaptation steps, one line and 95% band per label, a panel per family."""
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(5.2 * len(results), 4), dpi=120, squeeze=False
+    )
+    for ax, result in zip(axes[0], results, strict=True):
+        for i, (label, entry) in enumerate(result["labels"].items()):
+            steps = range(len(entry["iqm"]))
+            _band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({entry['seeds']} seeds)", i)
+        ax.set_xticks(range(max(len(e["iqm"]) for e in result["labels"].values())))
+        ax.set(xlabel="adaptation steps", ylabel="IQM return (95% stratified bootstrap CI)")
+        ax.set_title(f"{result['family']}, {result['split']} split, {result['tasks']} tasks")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_bytes(fig)
+
+
+def curves_figure(curves: dict[str, dict[str, Any]]) -> bytes:
+    """Quick-evaluation return after one step vs env steps, a line and band per label."""
+    plt = pyplot()
+    fig, axes = plt.subplots(
+        1, max(len(curves), 1), figsize=(5.2 * max(len(curves), 1), 4), dpi=120, squeeze=False
+    )
+    for ax, (family, labels) in zip(axes[0], sorted(curves.items()), strict=False):
+        for i, (label, c) in enumerate(labels.items()):
+            _band(ax, c["env_steps"], c["mean"], c["ci"], label, i)
+        ax.set(xlabel="env steps (training)", ylabel="quick evaluation return after 1 step")
+        ax.set_title(f"{family}: learning (mean over seeds, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_bytes(fig)
+
+
+# ------------------------------------------------------------------------------ report
+def _interval(ci: Sequence[float]) -> str:
+    return "" if not all(math.isfinite(v) for v in ci) else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def _rows(results: list[dict[str, Any]], reference: str) -> tuple[list[list[str]], list[list]]:
+    rows, csv_rows = [], []
+    for result in results:
+        for label, e in result["labels"].items():
+            last = len(e["iqm"]) - 1
+            diff = (
+                f"{e['iqm_diff'][last]:+.1f}{_interval(e['iqm_diff_ci'][last])}"
+                if "iqm_diff" in e
+                else ""
+            )
+            rows.append(
+                [f"{result['family']} ({result['split']})", label, str(e["seeds"])]
+                + [f"{v:.1f}{_interval(c)}" for v, c in zip(e["iqm"], e["iqm_ci"], strict=True)]
+                + [f"{e['mean'][last]:.1f}{_interval(e['mean_ci'][last])}", diff]
+            )
+            for step in range(last + 1):
+                row = [result["family"], result["split"], label, step, e["seeds"], result["tasks"]]
+                for name in ("mean", "iqm", "mean_diff", "iqm_diff"):
+                    if name in e:
+                        row += [e[name][step], *e[f"{name}_ci"][step]]
+                    else:
+                        row += ["", "", ""]
+                csv_rows.append(row)
+    return rows, csv_rows
+
+
+def aggregate_report(
+    paths: Sequence[Path],
+    reference: str = "maml",
+    out: Path | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Report:
+    """``omnirl report``: the aggregates of the evaluated RL runs in ``paths``.
+
+    Args:
+        paths: sweep folders (their run folders are read) or run folders.
+        reference: the label the paired differences are taken against.
+        out: where ``report.json``, ``report.csv``, ``report.png`` and ``curves.png`` go
+            (default: the one folder given, else ``./report``).
+        resamples: bootstrap replicates per interval.
+        seed: seeds the bootstrap.
+
+    Raises:
+        OptionError, FileNotFoundError: no evaluated runs, or runs evaluated differently.
+    """
+    groups, notes = load_scores(run_folders(paths))
+    if not groups:
+        raise OptionError(
+            f"no evaluated RL runs in {', '.join(map(str, paths))}: {'; '.join(notes)}"
+        )
+    results = aggregate(groups, reference, resamples, seed)
+    curves = learning_curves(groups, resamples, seed)
+    if not any(reference in r["labels"] for r in results):
+        notes.append(f"no {reference!r} runs: no paired differences (--reference names one)")
+    folder = out or (Path(paths[0]) if len(paths) == 1 else Path("report"))
+    payload = {"reference": reference, "resamples": resamples, "confidence": CONFIDENCE}
+    payload.update(results=results, curves=curves)
+    steps = max(len(e["iqm"]) for r in results for e in r["labels"].values())
+    header = ["family", "split", "label", "step", "seeds", "tasks"]
+    for name in ("mean", "iqm", "mean_diff", "iqm_diff"):
+        header += [name, f"{name}_low", f"{name}_high"]
+    rows, csv_rows = _rows(results, reference)
+    files = {
+        folder / "report.json": json_bytes(payload),
+        folder / "report.csv": csv_bytes(header, csv_rows),
+        folder / "report.png": aggregate_figure(results),
+    }
+    if curves:
+        files[folder / "curves.png"] = curves_figure(curves)
+    return Report(
+        "IQM return over seeds x tasks [95% stratified bootstrap CI]",
+        [
+            "family (split)",
+            "label",
+            "seeds",
+            *(f"IQM, {s} steps" for s in range(steps)),
+            f"mean, {steps - 1} steps",
+            f"IQM - {reference}, {steps - 1} steps",
+        ],
+        rows,
+        files=files,
+        notes=notes,
+        payload=payload,
+    )
