@@ -101,16 +101,15 @@ def collection_seconds(collector, policy, tasks, collections: int) -> list[float
 
 def collector_table(collections: int) -> None:
     import numpy as np
-    import ray
     import torch
 
+    from omnirl import cluster
     from omnirl.agents import GaussianMLPPolicy
     from omnirl.collector import Collector
     from omnirl.ray_collector import RayCollector
     from omnirl.registry import get_family
-    from omnirl.threads import available_cores
 
-    ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+    ray = cluster.connect()  # a local instance, as omnirl sweep starts one
     family = get_family("halfcheetah-vel")
     tasks = family.tasks.sample(40, np.random.default_rng(0))
     torch.manual_seed(0)

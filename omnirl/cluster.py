@@ -68,7 +68,10 @@ def connect(address: str | None = None) -> Any:
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address is None:
-            ray.init(address="local", num_cpus=available_cores(), include_dashboard=False, **quiet)
+            # Ray runs workers at niceness 15, so any other job on the machine (a run started
+            # by hand, say) starved the sweep's runs; they get the priority omnirl train has.
+            local = {"include_dashboard": False, "_system_config": {"worker_niceness": 0}}
+            ray.init(address="local", num_cpus=available_cores(), **local, **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
