@@ -26,6 +26,12 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+def _first_line(exc: Exception) -> str:
+    """An exception's message cut to its first line (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
 # What every checkpoint of every kind holds (RunTrainer.save_checkpoint).
 REQUIRED_KEYS = ("agent", "rng", "torch_rng", "iteration", "best")
 
@@ -50,7 +56,7 @@ def load(path: str | Path) -> dict[str, Any]:
         )
         raise DamagedFileError(f"checkpoint {path} cannot be loaded: {reason}") from None
     except (EOFError, RuntimeError, ValueError, OSError, AttributeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise DamagedFileError(
             f"checkpoint {path} is damaged (truncated, empty or not a checkpoint: {first})"
         ) from None
@@ -71,7 +77,7 @@ def fitting(path: Path, cfg: Any) -> Iterator[None]:
     try:
         yield
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise DamagedFileError(
             f"checkpoint {path} does not fit this run's {cfg.agent} learner ({cfg.family}): {first}"
         ) from None
