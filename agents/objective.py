@@ -15,7 +15,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,45 +24,30 @@ from torch.distributions import Normal
 
 from omnirl.functional import flow_params, task_params
 from omnirl.maml import adapt_tasks
-from omnirl.optim import MatVec, adam_step, check_finite, trpo_step
+from omnirl.optim import (
+    MatVec,
+    Product,
+    Vector,
+    adam_step,
+    check_finite,
+    gradient_product,
+    kl_hessian_product,
+    trpo_step,
+)
 from omnirl.pg import (
     TASK_DIMS,
     PGBatch,
     TaskBatch,
     batch_surrogate,
     detached_dist,
-    distill_loss,
     every_step,
     mean_kl,
     policy_dist,
+    policy_distill,
     task_dist,
     task_surrogate,
 )
 from omnirl.timing import timed
-
-Vector = dict[str, torch.Tensor]
-Product = Callable[[Vector], Vector]
-
-
-def gradient_product(grads: Sequence[torch.Tensor], params: Vector) -> Product:
-    """``v -> d(grads . v) / d params``, one backward pass per product.
-
-    A Hessian-vector product from gradients that were built with ``create_graph=True``.
-    """
-
-    def product(v: Vector) -> Vector:
-        dot = sum((g * v[name]).sum() for name, g in zip(params, grads, strict=True))
-        out = torch.autograd.grad(dot, list(params.values()), retain_graph=True)
-        return dict(zip(params, out, strict=True))
-
-    return product
-
-
-def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
-    """``v -> (d^2 kl / d params^2) v`` by double backward; the gradient graph is built once."""
-    return gradient_product(
-        torch.autograd.grad(kl, list(params.values()), create_graph=True), params
-    )
 
 
 @dataclass
@@ -75,22 +60,40 @@ class TermValue:
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Omni-Training's self-distillation: ``weight * R`` towards the EMA ``teacher``'s policy.
+
+    ``kind`` is the distance R (:data:`omnirl.schema.DISTILL_KINDS`, see
+    :func:`omnirl.pg.policy_distill`); the teacher's distributions match the term's episodes.
+    """
+
+    teacher: Normal
+    weight: float
+    kind: str = "mean_sq"
+
+    def add_to(self, value: TermValue, dist: Normal, valid: torch.Tensor, per_task: bool) -> None:
+        """Adds ``weight * R`` to ``value.loss`` and logs ``R`` unweighted as ``distill``."""
+        dims = TASK_DIMS if per_task else None
+        reg = policy_distill(dist, self.teacher, valid, dims, self.kind).mean()
+        value.loss = value.loss + self.weight * reg
+        value.metrics["distill"] = reg
+
+
+@dataclass(frozen=True)
 class PretrainTerm:
-    """``L_pg(P; theta, flow)`` (+ ``distill_weight * R`` against teacher means on P).
+    """``L_pg(P; theta, flow)`` (+ ``distill_weight * R`` against the EMA teacher on P).
 
     Attributes:
         flow: the flow trained (``None`` for a plain policy).
         batch: the episodes P.
         ratio_cap: truncate importance ratios (P collected by another flow).
-        teacher_mean: the EMA teacher's action means on P (for self-distillation), or None.
-        distill_weight: lambda.
+        distill: self-distillation towards the EMA teacher's distributions on P, or None.
     """
 
     flow: str | None
     batch: PGBatch
     ratio_cap: float | None = None
-    teacher_mean: torch.Tensor | None = None
-    distill_weight: float = 0.0
+    distill: Distill | None = None
 
     def distribution(self, policy: torch.nn.Module, create_graph: bool) -> Normal:
         """The flow's action distributions on P at the policy's current parameters, ``(T, N)``."""
@@ -100,10 +103,8 @@ class PretrainTerm:
         """Loss, ``KL(old || dist)`` and metrics (``pg``, ``distill``) for ``dist`` on P."""
         loss = batch_surrogate(dist, self.batch, self.ratio_cap)
         value = TermValue(loss, mean_kl(old, dist, self.batch.valid_TN), {"pg": loss})
-        if self.teacher_mean is not None:
-            reg = distill_loss(dist.loc, self.teacher_mean, self.batch.valid_TN)
-            value.loss = loss + self.distill_weight * reg
-            value.metrics["distill"] = reg
+        if self.distill is not None:
+            self.distill.add_to(value, dist, self.batch.valid_TN, per_task=False)
         return value
 
     def fisher_product(self, policy: torch.nn.Module, old: Normal, stride: int = 1) -> Product:
@@ -122,8 +123,8 @@ class MetaTerm:
     """``mean_b L_pg(Q_b; theta'_b, flow)`` with ``theta'_b`` adapted on ``S_b`` (MAML).
 
     Second order when ``create_graph`` and not ``first_order``: the loss differentiates through
-    the inner step. With ``teacher_means`` (``(B, T, K, A)``, the EMA teacher adapted on each
-    S_b) it adds ``distill_weight * R_meta``. All tasks are adapted in one batched pass.
+    the inner step. With ``distill`` (towards ``(B, T, K, A)`` distributions of the EMA teacher
+    adapted on each S_b) it adds ``lambda * R_meta``. All tasks are adapted in one batched pass.
     """
 
     flow: str | None
@@ -132,8 +133,7 @@ class MetaTerm:
     inner_lrs: Sequence[float]
     first_order: bool = False
     ratio_cap: float | None = None
-    teacher_means: torch.Tensor | None = None
-    distill_weight: float = 0.0
+    distill: Distill | None = None
 
     def distribution(self, policy: torch.nn.Module, create_graph: bool) -> Normal:
         """Every task's adapted policy on its Q_b, ``(B, T, K)``, re-adapting on every S_b."""
@@ -154,10 +154,8 @@ class MetaTerm:
         loss = task_surrogate(dist, self.query, self.ratio_cap).mean()
         kl = mean_kl(old, dist, valid, TASK_DIMS).mean()
         value = TermValue(loss, kl, {"pg": loss})
-        if self.teacher_means is not None:
-            reg = distill_loss(dist.loc, self.teacher_means, valid, TASK_DIMS).mean()
-            value.loss = loss + self.distill_weight * reg
-            value.metrics["distill"] = reg
+        if self.distill is not None:
+            self.distill.add_to(value, dist, valid, per_task=True)
         return value
 
     def fisher_product(

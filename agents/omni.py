@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from omnirl.agents.base import Agent, mean_return
-from omnirl.agents.objective import MetaTerm, Objective, PretrainTerm, Term
+from omnirl.agents.objective import Distill, MetaTerm, Objective, PretrainTerm, Term
 from omnirl.agents.omni_net import OmniNetPolicy
 from omnirl.collector import RolloutGroup
 from omnirl.ema import EMATeacher, TeacherState
@@ -83,15 +83,15 @@ class OmniAgent(TeacherState, Agent):
     def _distilled_terms(
         self, pre: PGBatch, support: TaskBatch, query: TaskBatch
     ) -> dict[str, Term]:
-        cfg, teacher = self.cfg, self.teacher.module
+        cfg, teacher, weight = self.cfg, self.teacher.module, self.cfg.distill_weight
         # The teacher adapts with its own first-order inner step; it never receives gradients.
         teacher_params = detached(flow_params(teacher, "meta"))
         adapted = adapt_tasks(teacher, teacher_params, support, "meta", self.inner_lrs, True)
         with torch.no_grad():
-            teacher_pre = teacher(pre.obs_TNO, flow="pre").loc
-            teacher_meta = task_dist(teacher, adapted, query.obs_BTKO, "meta").loc
+            teacher_pre = teacher(pre.obs_TNO, flow="pre")
+            teacher_meta = task_dist(teacher, adapted, query.obs_BTKO, "meta")
         return {
-            "pre": PretrainTerm("pre", pre, None, teacher_pre, cfg.distill_weight),
+            "pre": PretrainTerm("pre", pre, None, Distill(teacher_pre, weight, cfg.distill)),
             "meta": MetaTerm(
                 "meta",
                 support,
@@ -99,8 +99,7 @@ class OmniAgent(TeacherState, Agent):
                 self.inner_lrs,
                 cfg.first_order,
                 None,
-                teacher_meta,
-                cfg.distill_weight,
+                Distill(teacher_meta, weight, cfg.distill),
             ),
         }
 

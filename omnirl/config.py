@@ -30,6 +30,7 @@ import yaml
 from omnirl import registry
 from omnirl.files import write_atomic
 from omnirl.schema import (  # noqa: F401  (re-exported: schemas import them from here)
+    DISTILL_KINDS,
     NON_EMPTY_POSITIVE,
     SEED,
     THREADS,
@@ -89,6 +90,11 @@ class TrainConfig:
     # Omni-Training
     ema_decay: float = _key(0.99, "EMA teacher decay", interval(0, 1, high_open=True))
     distill_weight: float = _key(0.05, "self-distillation weight lambda", at_least(0))
+    distill: str = _key(
+        "mean_sq",
+        "self-distillation distance: mean_sq (paper) or kl (scale-free)",
+        one_of(DISTILL_KINDS),
+    )
     joint_rollouts: str = _key("reuse", "joint-flow rollouts", one_of(("reuse", "own")))
     importance_clip: float = _key(0.2, "joint-flow ratios truncated at 1 + this", at_least(0))
     joint_weight: float = _key(0.5, "weight of the joint flow's loss L_joint", at_least(0))

@@ -18,6 +18,29 @@ from torch.nn.utils import parameters_to_vector
 from omnirl.timing import timed
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+Vector = dict[str, torch.Tensor]
+Product = Callable[[Vector], Vector]
+
+
+def gradient_product(grads: Sequence[torch.Tensor], params: Vector) -> Product:
+    """``v -> d(grads . v) / d params``, one backward pass per product.
+
+    A Hessian-vector product from gradients that were built with ``create_graph=True``.
+    """
+
+    def product(v: Vector) -> Vector:
+        dot = sum((g * v[name]).sum() for name, g in zip(params, grads, strict=True))
+        out = torch.autograd.grad(dot, list(params.values()), retain_graph=True)
+        return dict(zip(params, out, strict=True))
+
+    return product
+
+
+def kl_hessian_product(kl: torch.Tensor, params: Vector) -> Product:
+    """``v -> (d^2 kl / d params^2) v`` by double backward; the gradient graph is built once."""
+    return gradient_product(
+        torch.autograd.grad(kl, list(params.values()), create_graph=True), params
+    )
 
 
 def flat_grad(

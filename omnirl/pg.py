@@ -16,6 +16,7 @@ from omnirl.baseline import LinearFeatureBaseline
 from omnirl.episodes import Episodes
 from omnirl.functional import Params
 from omnirl.returns import discounted_returns, gae, normalize_per_task
+from omnirl.schema import DISTILL_KINDS
 
 
 class PGBatch(NamedTuple):
@@ -173,6 +174,27 @@ def distill_loss(
 ) -> torch.Tensor:
     """Self-distillation ``R = mean_valid ||mu_student - mu_teacher||^2 / A`` (teacher detached)."""
     return masked_mean((student_mean - teacher_mean.detach()).square().mean(-1), valid, dims)
+
+
+def policy_distill(
+    student: Normal,
+    teacher: Normal,
+    valid: torch.Tensor,
+    dims: tuple[int, ...] | None = None,
+    kind: str = "mean_sq",
+) -> torch.Tensor:
+    """Self-distillation ``R`` of a Gaussian policy towards its EMA teacher (teacher detached).
+
+    ``mean_sq`` is Omni-Training's literal form, :func:`distill_loss` of the action means: its
+    size follows the family's action scale. ``kl`` is ``KL(teacher || student)`` per state,
+    summed over action dimensions and averaged over valid steps: it measures the distance in
+    units of the policy's own noise, so one lambda means the same on every family.
+    """
+    if kind == "mean_sq":
+        return distill_loss(student.loc, teacher.loc, valid, dims)
+    if kind == "kl":
+        return masked_mean(kl_divergence(detached_dist(teacher), student).sum(-1), valid, dims)
+    raise ValueError(f"distill: {kind!r} is not one of {', '.join(DISTILL_KINDS)}")
 
 
 def every_step(dist: Normal, stride: int, time_axis: int = 0) -> Normal:

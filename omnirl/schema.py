@@ -74,6 +74,8 @@ MAX_SEED = 2**63 - 1
 SEED = Rule(lambda v: 0 <= v <= MAX_SEED, "0 to 2^63 - 1")
 # More threads than any machine has cores only oversubscribes; far more crash OpenMP.
 THREADS = Rule(lambda v: 0 <= v <= 256, "0 (every core) to 256")
+# The self-distillation distances of omnirl.pg.policy_distill.
+DISTILL_KINDS = ("mean_sq", "kl")
 
 
 def _key(default: Any, help: str, rule: Rule | None = None) -> Any:

@@ -5,15 +5,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Normal
 
 from omnirl import registry
-from omnirl.agents.objective import MetaTerm, Objective, PretrainTerm, flow_kl_weights
+from omnirl.agents.objective import Distill, MetaTerm, Objective, PretrainTerm, flow_kl_weights
 from omnirl.agents.omni_net import OmniNetPolicy
 from omnirl.agents.policies import GaussianMLPPolicy
 from omnirl.collector import Collector
 from omnirl.config import load_config
 from omnirl.learner import TaskDraw
-from omnirl.pg import PGBatch, policy_dist
+from omnirl.pg import PGBatch, policy_dist, policy_distill
 
 # ----------------------------------------------------------------------------- the objective
 
@@ -40,9 +41,22 @@ def omni_policy():
     return policy
 
 
-def teacher_means(policy, flow, batch):
+def teacher(policy, flow, batch, kind="mean_sq"):
+    """A teacher's policy on ``batch`` a little away from ``policy``'s: means and spreads moved."""
     with torch.no_grad():
-        return policy_dist(policy, None, batch.obs_TNO, flow).loc + 0.1
+        dist = policy_dist(policy, None, batch.obs_TNO, flow)
+    return Distill(Normal(dist.loc + 0.1, dist.scale * 1.3), 0.5, kind)
+
+
+def by_task(distill, num_tasks):
+    """``distill`` with the teacher's ``(T, N, A)`` split by task into ``(B, T, K, A)``."""
+
+    def split(x):
+        t, n, a = x.shape
+        return x.reshape(t, num_tasks, n // num_tasks, a).transpose(0, 1)
+
+    loc, scale = split(distill.teacher.loc), split(distill.teacher.scale)
+    return Distill(Normal(loc, scale), distill.weight, distill.kind)
 
 
 def term_cases():
@@ -51,19 +65,28 @@ def term_cases():
     omni = omni_policy()
     pre, support, query = (random_batch(omni, "meta", s) for s in (1, 2, 3))
     plain_s, plain_q = (random_batch(plain, None, s).by_task() for s in (4, 5))
-    teacher_q = teacher_means(omni, "meta", query).reshape(6, 2, 2, 2).transpose(0, 1)
+    teacher_q = by_task(teacher(omni, "meta", query), 2)
+    teacher_kl = by_task(teacher(omni, "meta", query, "kl"), 2)
     return {
         "pretrain": (plain, PretrainTerm(None, random_batch(plain, None, 6))),
         "pretrain-capped-distilled": (
             omni,
-            PretrainTerm("pre", pre, 1.2, teacher_means(omni, "pre", pre), 0.5),
+            PretrainTerm("pre", pre, 1.2, teacher(omni, "pre", pre)),
+        ),
+        "pretrain-kl-distilled": (
+            omni,
+            PretrainTerm("pre", pre, 1.2, teacher(omni, "pre", pre, "kl")),
         ),
         "meta-second-order": (plain, MetaTerm(None, plain_s, plain_q, [0.3])),
         "meta-first-order": (plain, MetaTerm(None, plain_s, plain_q, [0.3], first_order=True)),
         "meta-two-steps": (plain, MetaTerm(None, plain_s, plain_q, [0.3, 0.2])),
         "meta-capped-distilled": (
             omni,
-            MetaTerm("meta", support.by_task(), query.by_task(), [0.3], False, 1.2, teacher_q, 0.5),
+            MetaTerm("meta", support.by_task(), query.by_task(), [0.3], False, 1.2, teacher_q),
+        ),
+        "meta-kl-distilled": (
+            omni,
+            MetaTerm("meta", support.by_task(), query.by_task(), [0.3], False, 1.2, teacher_kl),
         ),
     }
 
@@ -107,11 +130,59 @@ def test_trust_region_weighs_flows_equally_and_terms_within_a_flow():
     )
 
 
-def test_objective_loss_adds_the_unweighted_distillation_term_with_its_weight():
-    policy, term = term_cases()["meta-capped-distilled"]
+@pytest.mark.parametrize("case", ["meta-capped-distilled", "meta-kl-distilled"])
+def test_objective_loss_adds_the_unweighted_distillation_term_with_its_weight(case):
+    policy, term = term_cases()[case]
     loss, _, metrics = Objective(policy, {"meta": term}, {"meta": 2.0})(create_graph=False)
     assert metrics["meta_distill"] > 0
     torch.testing.assert_close(loss, 2.0 * (metrics["meta_pg"] + 0.5 * metrics["meta_distill"]))
+
+
+def test_kl_distillation_by_hand_per_state_summed_over_actions_mean_over_valid_steps():
+    # Two states (the second invalid), two action dimensions.
+    student = Normal(
+        torch.tensor([[[1.0, 0.0]], [[9.0, 9.0]]]), torch.tensor([[[2.0, 1.0]], [[1.0, 1.0]]])
+    )
+    teacher_ = Normal(
+        torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]]]), torch.tensor([[[1.0, 0.5]], [[1.0, 1.0]]])
+    )
+    valid = torch.tensor([[1.0], [0.0]])
+    # KL(N(0, 1) || N(1, 2)) = log 2 + 2/8 - 1/2; KL(N(0, .5) || N(0, 1)) = log 2 + .25/2 - 1/2
+    expected = (math.log(2) + 0.25 - 0.5) + (math.log(2) + 0.125 - 0.5)
+    torch.testing.assert_close(
+        policy_distill(student, teacher_, valid, kind="kl"), torch.tensor(expected)
+    )
+    # mean_sq: the paper's form on the means, mean over action dimensions: (1 + 0) / 2
+    torch.testing.assert_close(policy_distill(student, teacher_, valid), torch.tensor(0.5))
+    # Per task (B, T, K, A): the same state as one task's only valid step.
+    per_task = policy_distill(
+        Normal(student.loc[None], student.scale[None]),
+        Normal(teacher_.loc[None], teacher_.scale[None]),
+        valid[None],
+        (1, 2),
+        "kl",
+    )
+    torch.testing.assert_close(per_task, torch.tensor([expected]))
+    with pytest.raises(ValueError, match="distill: 'l2' is not one of mean_sq, kl"):
+        policy_distill(student, teacher_, valid, kind="l2")
+
+
+def test_kl_distillation_is_scale_free_and_trains_the_spread_mean_sq_only_the_means():
+    policy, term = term_cases()["pretrain-kl-distilled"]
+    dist = term.distribution(policy, create_graph=True)
+    kl = policy_distill(dist, term.distill.teacher, term.batch.valid_TN, kind="kl")
+    # Actions, means and spreads all 10x: the same KL; mean_sq grows 100x.
+    big = lambda d: Normal(10 * d.loc, 10 * d.scale)  # noqa: E731
+    scaled = policy_distill(big(dist), big(term.distill.teacher), term.batch.valid_TN, kind="kl")
+    torch.testing.assert_close(scaled, kl)
+    sq = policy_distill(dist, term.distill.teacher, term.batch.valid_TN)
+    sq_big = policy_distill(big(dist), big(term.distill.teacher), term.batch.valid_TN)
+    torch.testing.assert_close(sq_big, 100 * sq)
+    # KL pulls the pre flow's spread towards the teacher's, mean_sq leaves it alone.
+    log_std = dict(policy.named_parameters())["heads.pre.log_std"]
+    (g_kl,) = torch.autograd.grad(kl, log_std, retain_graph=True)
+    (g_sq,) = torch.autograd.grad(sq, log_std, allow_unused=True, materialize_grads=True)
+    assert g_kl.abs().max() > 0 and g_sq.abs().max() == 0
 
 
 # --------------------------------------------------------------------- real outer steps
