@@ -1,39 +1,55 @@
-"""Collector throughput: omnirl beside Gymnasium's vector envs and the mujoco.rollout ceiling.
+"""Collector throughput: omnirl beside a raw-physics ceiling, EnvPool and Gymnasium's vector envs.
 
-Run: ``python bench/collector.py`` (about a minute on 2 cores). Every figure is env-steps per
-second measured in this one run with the same policy (64x64 tanh Gaussian MLP, one torch thread),
-so the ratios are comparable even on a noisy machine.
+Run: ``python bench/collector.py`` (several minutes on 2 cores; ``--sections`` picks parts).
+Every figure is env-steps per second (steps executed: sub-envs x steps run, the same count for
+every runner), the MEDIAN of ``--repeats`` timed repeats (default 3), printed beside its spread
+(min - max). The repeats alternate between the runners of a table (repeat 1 of every runner,
+then repeat 2 of every runner, ...), so a slow phase of a shared machine hits all of them alike.
+Every runner builds its envs once, outside the timed region, and runs one warm-up (2 steps;
+the ceiling's: H - 1) first; the policy (64x64 tanh Gaussian MLP) runs on one torch thread.
 
-HalfCheetahVel, N = tasks x episodes sub-envs, H steps each:
-- omnirl: ``Collector.collect`` (native vector env on ``mujoco.batch``, one policy call per step;
-  median of ``--repeats`` calls).
-- gymnasium SyncVectorEnv: the same N sub-envs, one process, policy in the loop.
-- gymnasium AsyncVectorEnv: 20 sub-envs, one process each, policy in the loop.
-- ceiling: ``mujoco.rollout`` replaying the collector's own controls open-loop from the same N
-  initial states on all cores: physics alone, no policy, no Python per step.
-Navigation2D: omnirl collector beside SyncVectorEnv at the same N.
+HalfCheetahVel, N = tasks x episodes sub-envs (paper scale: 40 x 20 = 800), H steps each:
+- omnirl Collector: one ``Collector.collect(policy, tasks, episodes, horizon=H, seed=seed)``
+  per repeat (native vector env on ``mujoco.batch``); the timed region is the whole call, so
+  it also holds the reset, the action sampling and the conversion of the buffers to tensors.
+- ceiling: raw ``mujoco.batch`` stepping of the collector's own states and controls (recorded by
+  one untimed collect with the repeats' seed, so every repeat collects the same): the native
+  vector env's ``Batch``, reset with the collector's seed before every repeat (untimed), then
+  H times: write the collector's ctrl rows (its actions, clipped and converted by
+  ``action_to_ctrl``), ``batch.step(None, nstep=frame_skip)``. No policy, observation or reward
+  work; the warm-up checks that the replay reproduces the collector's states bit for bit.
+- EnvPool HalfCheetah-v5 (``pip install 'omnirl[bench]'``), N envs on all cores, the same policy
+  in the loop (its actions mapped to ctrl as above): synchronous (batch = N: reset untimed, then
+  H x (policy, ``step``)) and asynchronous (batch = N/2 for even N: ``async_reset``, then
+  ``recv`` -> policy -> ``send`` until N x H steps were sent, timed from the first batch's policy
+  call until the last steps sent are received). omnirl / EnvPool uses the faster of the two.
+- gymnasium SyncVectorEnv (the same N sub-envs, one process) and AsyncVectorEnv
+  (``--async-envs`` processes, default 20): reset untimed, then H x (policy, ``step``).
+
+Navigation2D, 20 and 40 tasks x ``--episodes`` sub-envs, H = 100: the omnirl Collector beside
+gymnasium SyncVectorEnv (same N) and AsyncVectorEnv (``--async-envs`` processes).
 
 Physics domains (halfcheetah-vel-domains, walker2d-rand-params, hopper-rand-params), N = B x K:
 - omnirl, random domains: the collector on training tasks, a random domain in every task (each
   simulation of the batch has its own masses, inertias, damping and friction);
 - omnirl, one shared model: the same collector on tasks with unit physics (never expanded);
 - gymnasium SyncVectorEnv of the same env with the same random domains, policy in the loop;
-- the physics share of a single env's step (``mj_step`` alone against ``env.step``): for
-  Walker2d and Hopper the physics is most of a step's cost, so on C cores the native env can
-  be at most about C / share times faster than one process stepping the same envs.
-The two omnirl runners alternate, median of ``--repeats`` each. ``--sections`` picks parts.
+- the physics share of a single env's step (``mj_step`` alone against ``env.step``, median of
+  5 runs): for Walker2d and Hopper the physics is most of a step's cost, so on C cores the
+  native env can be at most about C / share times faster than one process stepping the same envs.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
-from mujoco import rollout
 
 import omnirl.envs  # noqa: F401  (registers the families)
 from omnirl.agents import GaussianMLPPolicy
@@ -43,132 +59,242 @@ from omnirl.envs.half_cheetah import action_to_ctrl
 from omnirl.registry import get_family
 from omnirl.threads import available_cores
 
+# A runner's timed repeat: ``run(horizon)`` steps every sub-env ``horizon`` times -> env-steps/s.
+Run = Callable[[int], float]
 
-def gymnasium_loop(env, policy, horizon: int, seed: int) -> float:
-    """Env-steps/s of the textbook loop: obs -> policy -> sample -> env.step."""
-    obs, _ = env.reset(seed=seed)
-    start = time.perf_counter()
-    for _ in range(horizon):
-        with torch.no_grad():
-            action = policy(torch.as_tensor(obs, dtype=torch.float32)).sample()
-        obs, *_ = env.step(action.numpy())
-    return env.num_envs * horizon / (time.perf_counter() - start)
+OMNIRL, CEILING, ENVPOOL, GYMNASIUM = "omnirl", "ceiling", "EnvPool", "gymnasium"
 
 
-def omnirl_collector(
-    env_id: str, policy, tasks, episodes: int, horizon: int, seed: int, repeats: int
-):
-    """Median env-steps/s of ``Collector.collect`` over ``repeats`` calls, and the last episodes."""
-    collector = Collector(env_id, seed=seed)
-    collector.collect(policy, tasks, episodes, horizon=2)  # builds the vector env
-    rates = []
+def alternate(runs: dict[str, Run], horizon: int, repeats: int) -> dict[str, list[float]]:
+    """Env-steps/s of every repeat of every runner, repeat r of all runners before repeat r+1."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
+        for name, run in runs.items():
+            rates[name].append(run(horizon))
+    return rates
+
+
+def medians(rates: dict[str, list[float]]) -> dict[str, float]:
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def best(rates: dict[str, list[float]], prefix: str) -> tuple[str, float] | None:
+    """The runner whose label starts with ``prefix`` with the highest median, if any."""
+    found = [(m, name) for name, m in medians(rates).items() if name.startswith(prefix)]
+    return None if not found else max(found)[::-1]
+
+
+def print_table(title: str, rates: dict[str, list[float]]) -> None:
+    print(f"\n{title}\n| runner | median env-steps/s | spread (min - max) |\n|---|---:|---:|")
+    for name, r in rates.items():
+        print(f"| {name} | {np.median(r):,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
+
+
+def sample(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return policy(torch.as_tensor(obs, dtype=torch.float32)).sample().numpy()
+
+
+# ----------------------------------------------------------------------------------- runners
+def collector_run(
+    stack: ExitStack, env_id: str, policy, tasks: list, episodes: int, seed: int
+) -> tuple[Run, Collector]:
+    """``Collector.collect`` of ``tasks`` x ``episodes`` sub-envs, the whole call timed."""
+    collector = stack.enter_context(Collector(env_id, seed=seed))
+
+    def run(horizon: int) -> float:
         start = time.perf_counter()
         [batch] = collector.collect(policy, tasks, episodes, horizon=horizon, seed=seed)
         elapsed = time.perf_counter() - start
-        # Steps executed, counted as the Gymnasium loops count them (sub-envs x steps run),
+        # Steps executed, counted as the other loops count them (sub-envs x steps run),
         # including steps of sub-envs whose episode already ended.
-        rates.append(batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1] / elapsed)
-    collector.close()
-    return float(np.median(rates)), batch
+        return batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1] / elapsed
+
+    run(2)  # warm-up: builds the vector env
+    return run, collector
 
 
-def rollout_ceiling(env_id: str, num_envs: int, actions_TNA: np.ndarray, seed: int) -> float:
-    """Env-steps/s of ``mujoco.rollout`` replaying ``actions_TNA`` open loop from equal states."""
+def ceiling_run(stack: ExitStack, env_id: str, episodes, seed: int) -> Run:
+    """Raw ``mujoco.batch`` stepping of the states and controls of the collector's ``episodes``."""
+    act_TNA = episodes.act_TNA.numpy().astype(np.float64)  # as the env converts them
+    ctrl_TNU = action_to_ctrl(np.clip(act_TNA, -10.0, 10.0))
+    num_envs = act_TNA.shape[1]
     native = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
-    native.reset(seed=seed)  # the collector's initial states for the same seed
-    model, frame_skip = native.batch.model, native.unwrapped._frame_skip
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state = np.zeros((num_envs, mujoco.mj_stateSize(model, spec)))
-    data = mujoco.MjData(model)
-    for i in range(num_envs):
-        data.qpos[:], data.qvel[:] = native.batch.bind("qpos")[i], native.batch.bind("qvel")[i]
-        mujoco.mj_getState(model, data, state[i], spec)
-    horizon = actions_TNA.shape[0]
-    ctrl = action_to_ctrl(actions_TNA.reshape(-1, actions_TNA.shape[-1])).reshape(actions_TNA.shape)
-    control = np.repeat(ctrl.transpose(1, 0, 2), frame_skip, axis=1)  # (N, H*frame_skip, nu)
-    threads = [mujoco.MjData(model) for _ in range(available_cores())]
-    with rollout.Rollout(nthread=len(threads)) as pool:
-        pool.rollout(model, threads, state[:2], control[:2])  # warm-up
+    stack.callback(native.close)
+    batch, frame_skip = native.unwrapped.batch, native.unwrapped._frame_skip
+    qpos, ctrl_rows = batch.bind("qpos"), batch.bind("ctrl")
+
+    def run(horizon: int) -> float:
+        native.reset(seed=seed)  # the collector's initial states, the same in every repeat
         start = time.perf_counter()
-        pool.rollout(model, threads, state, control)
-        elapsed = time.perf_counter() - start
-    native.close()
-    return num_envs * horizon / elapsed
+        for ctrl in ctrl_TNU[:horizon]:
+            ctrl_rows[:] = ctrl
+            batch.step(None, nstep=frame_skip)
+        return num_envs * horizon / (time.perf_counter() - start)
+
+    # Warm-up, and the check that the replay steps the collector's own states: obs = qpos[1:], ...
+    last = len(ctrl_TNU) - 1
+    run(last)
+    observed = episodes.obs_TNO[last, :, : qpos.shape[1] - 1].numpy()
+    np.testing.assert_array_equal(qpos[:, 1:].astype(np.float32), observed)  # bit for bit
+    return run
 
 
-def bench_halfcheetah(args: argparse.Namespace) -> list[tuple[str, float]]:
+def gymnasium_run(stack: ExitStack, env, policy, seed: int) -> Run:
+    """The textbook loop: reset (untimed), then obs -> policy -> sample -> env.step."""
+    stack.callback(env.close)
+
+    def run(horizon: int) -> float:
+        obs, _ = env.reset(seed=seed)
+        start = time.perf_counter()
+        for _ in range(horizon):
+            obs, *_ = env.step(sample(policy, obs))
+        return env.num_envs * horizon / (time.perf_counter() - start)
+
+    run(2)  # warm-up (AsyncVectorEnv: the processes started)
+    return run
+
+
+def envpool_sync(env, policy) -> Run:
+    num_envs = env.config["num_envs"]
+
+    def run(horizon: int) -> float:
+        obs, _ = env.reset()
+        start = time.perf_counter()
+        for _ in range(horizon):
+            obs, *_ = env.step(action_to_ctrl(sample(policy, obs)))
+        return num_envs * horizon / (time.perf_counter() - start)
+
+    return run
+
+
+def envpool_async(env, policy) -> Run:
+    num_envs, batch_size = env.config["num_envs"], env.config["batch_size"]
+
+    def run(horizon: int) -> float:
+        sends = horizon * num_envs // batch_size
+        env.async_reset()
+        obs, *_, info = env.recv()  # the first batch of reset observations
+        start = time.perf_counter()
+        for _ in range(sends):
+            env.send(action_to_ctrl(sample(policy, obs)), info["env_id"])
+            obs, *_, info = env.recv()
+        for _ in range(num_envs // batch_size - 1):  # the steps still in flight
+            env.recv()
+        return sends * batch_size / (time.perf_counter() - start)
+
+    return run
+
+
+def envpool_runs(stack: ExitStack, num_envs: int, policy, seed: int) -> dict[str, Run]:
+    """EnvPool's HalfCheetah-v5, synchronous and with batches of half the envs (or none)."""
+    try:
+        import envpool
+    except ImportError:
+        print("EnvPool not installed: pip install 'omnirl[bench]'")
+        return {}
+    cores = available_cores()
+
+    def make(batch_size: int):
+        env = envpool.make(
+            "HalfCheetah-v5",
+            env_type="gymnasium",
+            num_envs=num_envs,
+            batch_size=batch_size,
+            num_threads=cores,
+            seed=seed,
+        )
+        stack.callback(env.close)
+        return env
+
+    label = f"{ENVPOOL} HalfCheetah-v5, {cores} threads"
+    runs = {f"{label}, sync ({num_envs} envs)": envpool_sync(make(num_envs), policy)}
+    # async needs a batch that divides the env count (all sends received at the end)
+    half = max((d for d in range(1, num_envs // 2 + 1) if num_envs % d == 0), default=None)
+    if half is not None:
+        runs[f"{label}, async (batches of {half} of {num_envs} envs)"] = envpool_async(
+            make(half), policy
+        )
+    for run in runs.values():
+        run(2)  # warm-up
+    return runs
+
+
+# ---------------------------------------------------------------------------------- sections
+def bench_halfcheetah(args: argparse.Namespace) -> dict[str, list[float]]:
     family = get_family("halfcheetah-vel")
-    env_id = family.env_id
-    tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
-    num_envs = args.tasks * args.episodes
+    env_id, seed, episodes = family.env_id, args.seed, args.episodes
+    tasks = family.tasks.sample(args.tasks, np.random.default_rng(seed))
+    num_envs = args.tasks * episodes
     policy = GaussianMLPPolicy(17, 6)
-    rows = []
-    sps, episodes = omnirl_collector(
-        env_id, policy, tasks, args.episodes, args.horizon, args.seed, args.repeats
-    )
-    rows.append((f"omnirl Collector ({num_envs} sub-envs)", sps))
-    sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
-    rows.append(
-        (
-            f"gymnasium SyncVectorEnv ({num_envs} sub-envs)",
-            gymnasium_loop(sync, policy, args.horizon, args.seed),
+    with ExitStack() as stack:
+        collect, collector = collector_run(stack, env_id, policy, tasks, episodes, seed)
+        # The controls the ceiling replays: every timed repeat (same seed) collects these.
+        [recorded] = collector.collect(policy, tasks, episodes, horizon=args.horizon, seed=seed)
+        runs = {
+            f"{OMNIRL} Collector ({num_envs} sub-envs)": collect,
+            f"{CEILING}: raw mujoco.batch, the collector's states and controls": ceiling_run(
+                stack, env_id, recorded, seed
+            ),
+        }
+        runs.update(envpool_runs(stack, num_envs, policy, seed))
+        sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        runs[f"{GYMNASIUM} SyncVectorEnv ({num_envs} sub-envs)"] = gymnasium_run(
+            stack, sync, policy, seed
         )
-    )
-    sync.close()
-    procs = args.async_envs
-    async_env = gym.make_vec(env_id, num_envs=procs, vectorization_mode="async")
-    gymnasium_loop(async_env, policy, 5, args.seed)  # warm-up: processes started
-    rows.append(
-        (
-            f"gymnasium AsyncVectorEnv ({procs} processes)",
-            gymnasium_loop(async_env, policy, args.horizon, args.seed),
+        procs = args.async_envs
+        async_env = gym.make_vec(env_id, num_envs=procs, vectorization_mode="async")
+        runs[f"{GYMNASIUM} AsyncVectorEnv ({procs} processes)"] = gymnasium_run(
+            stack, async_env, policy, seed
         )
-    )
-    async_env.close()
-    ceiling = rollout_ceiling(
-        env_id, num_envs, episodes.act_TNA.numpy().astype(np.float64), args.seed
-    )
-    rows.append((f"ceiling: mujoco.rollout open loop ({num_envs} states)", ceiling))
-    return rows
+        return alternate(runs, args.horizon, args.repeats)
 
 
-def bench_navigation(args: argparse.Namespace, num_tasks: int) -> list[tuple[str, float]]:
+def report_halfcheetah(args: argparse.Namespace) -> None:
+    rates = bench_halfcheetah(args)
+    size = f"{args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}"
+    print_table(f"HalfCheetahVel, {size}, median of {args.repeats} alternating repeats", rates)
+    ours, ceiling = best(rates, OMNIRL)[1], best(rates, CEILING)[1]
+    print(f"\nomnirl / ceiling          = {ours / ceiling:.2f}  (target >= 0.9)")
+    envpool = best(rates, ENVPOOL)
+    if envpool is None:
+        print("omnirl / EnvPool          = n/a (EnvPool not installed)")
+    else:
+        print(f"omnirl / EnvPool          = {ours / envpool[1]:.2f}  (target >= 1.5)")
+        print(f"  (EnvPool's faster mode: {envpool[0]})")
+    print(f"omnirl / best Gymnasium   = {ours / best(rates, GYMNASIUM)[1]:.1f}")
+
+
+def bench_navigation(args: argparse.Namespace, num_tasks: int) -> dict[str, list[float]]:
     family = get_family("navigation-2d")
     tasks = family.tasks.sample(num_tasks, np.random.default_rng(args.seed))
-    num_envs = num_tasks * args.episodes
+    num_envs, procs = num_tasks * args.episodes, args.async_envs
     policy = GaussianMLPPolicy(2, 2)
-    sps, _ = omnirl_collector(
-        family.env_id, policy, tasks, args.episodes, family.horizon, args.seed, args.repeats
-    )
-    sync = gym.make_vec(family.env_id, num_envs=num_envs, vectorization_mode="sync")
-    sync_sps = gymnasium_loop(sync, policy, family.horizon, args.seed)
-    return [
-        (f"omnirl Collector ({num_envs} sub-envs)", sps),
-        (f"gymnasium SyncVectorEnv ({num_envs} sub-envs)", sync_sps),
-    ]
+    with ExitStack() as stack:
+        collect, _ = collector_run(stack, family.env_id, policy, tasks, args.episodes, args.seed)
+        sync = gym.make_vec(family.env_id, num_envs=num_envs, vectorization_mode="sync")
+        async_env = gym.make_vec(family.env_id, num_envs=procs, vectorization_mode="async")
+        runs = {
+            f"{OMNIRL} Collector ({num_envs} sub-envs)": collect,
+            f"{GYMNASIUM} SyncVectorEnv ({num_envs} sub-envs)": gymnasium_run(
+                stack, sync, policy, args.seed
+            ),
+            f"{GYMNASIUM} AsyncVectorEnv ({procs} processes)": gymnasium_run(
+                stack, async_env, policy, args.seed
+            ),
+        }
+        return alternate(runs, family.horizon, args.repeats)
 
 
-def alternating_collectors(
-    env_id: str, policy, task_sets: dict[str, list], args: argparse.Namespace
-) -> dict[str, float]:
-    """Median env-steps/s of one collector per task set, the calls alternating between them."""
-    collectors = {name: Collector(env_id, seed=args.seed) for name in task_sets}
-    for name, collector in collectors.items():  # builds the vector envs, sets the domains once
-        collector.collect(policy, task_sets[name], args.episodes, horizon=2)
-    rates: dict[str, list[float]] = {name: [] for name in task_sets}
-    for _ in range(args.repeats):
-        for name, collector in collectors.items():
-            start = time.perf_counter()
-            [batch] = collector.collect(
-                policy, task_sets[name], args.episodes, horizon=args.horizon, seed=args.seed
-            )
-            elapsed = time.perf_counter() - start
-            steps = batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1]
-            rates[name].append(steps / elapsed)
-    for collector in collectors.values():
-        collector.close()
-    return {name: float(np.median(r)) for name, r in rates.items()}
+def report_navigation(args: argparse.Namespace) -> None:
+    for num_tasks in (20, 40):
+        rates = bench_navigation(args, num_tasks)
+        size = f"{num_tasks} tasks x {args.episodes} episodes x H = 100"
+        print_table(f"Navigation2D, {size}, median of {args.repeats} alternating repeats", rates)
+        m = list(medians(rates).values())
+        print(f"\nomnirl env-steps/s        = {m[0]:,.0f}  (target >= 1,000,000)")
+        print(f"omnirl / SyncVectorEnv    = {m[0] / m[1]:.1f}")
+        print(f"omnirl / AsyncVectorEnv   = {m[0] / m[2]:.1f}")
 
 
 def physics_share(env_id: str, task: dict, steps: int, seed: int) -> float:
@@ -204,69 +330,59 @@ def physics_share(env_id: str, task: dict, steps: int, seed: int) -> float:
     return physics / full
 
 
-def bench_domains(args: argparse.Namespace, name: str) -> tuple[list[tuple[str, float]], float]:
+def bench_domains(args: argparse.Namespace, name: str) -> dict[str, list[float]]:
     family = get_family(name)
     tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
     # The same tasks in the compiled physics: only the non-physics fields (velocity) remain.
     unit = [{k: v for k, v in t.items() if k not in PHYSICS_BASES} for t in tasks]
-    num_envs = args.tasks * args.episodes
-    probe = gym.make(family.env_id)
+    num_envs, env_id, k = args.tasks * args.episodes, family.env_id, args.episodes
+    probe = gym.make(env_id)
     policy = GaussianMLPPolicy(probe.observation_space.shape[0], probe.action_space.shape[0])
     probe.close()
-    rates = alternating_collectors(family.env_id, policy, {"random": tasks, "shared": unit}, args)
-    sync = gym.make_vec(family.env_id, num_envs=num_envs, vectorization_mode="sync")
-    sync.set_attr("task", [t for t in tasks for _ in range(args.episodes)])
-    sync_sps = gymnasium_loop(sync, policy, args.horizon, args.seed)
-    sync.close()
-    shares = [physics_share(family.env_id, tasks[r % len(tasks)], 2000, r) for r in range(5)]
-    share = float(np.median(shares))
-    return [
-        (f"omnirl Collector, a random domain per task ({num_envs} sub-envs)", rates["random"]),
-        (f"omnirl Collector, one shared model ({num_envs} sub-envs)", rates["shared"]),
-        (f"gymnasium SyncVectorEnv, the same random domains ({num_envs} sub-envs)", sync_sps),
-    ], share
+    with ExitStack() as stack:
+        # Each collector's vector env is built once; its domains are set by the warm-up.
+        random, _ = collector_run(stack, env_id, policy, tasks, k, args.seed)
+        shared, _ = collector_run(stack, env_id, policy, unit, k, args.seed)
+        sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        sync.set_attr("task", [t for t in tasks for _ in range(k)])
+        runs = {
+            f"omnirl Collector, a random domain per task ({num_envs} sub-envs)": random,
+            f"omnirl Collector, one shared model ({num_envs} sub-envs)": shared,
+            f"gymnasium SyncVectorEnv, the same random domains ({num_envs} sub-envs)": (
+                gymnasium_run(stack, sync, policy, args.seed)
+            ),
+        }
+        return alternate(runs, args.horizon, args.repeats)
 
 
-def print_table(title: str, rows: list[tuple[str, float]]) -> None:
-    print(f"\n{title}\n| runner | env-steps/s |\n|---|---:|")
-    for name, sps in rows:
-        print(f"| {name} | {sps:,.0f} |")
-
-
-def report_halfcheetah(args: argparse.Namespace) -> None:
-    rows = bench_halfcheetah(args)
-    print_table(
-        f"HalfCheetahVel, {args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}", rows
-    )
-    ours, sync, asyn, ceiling = (sps for _, sps in rows)
-    print(f"\nomnirl / ceiling          = {ours / ceiling:.2f}  (target >= 0.8)")
-    print(f"omnirl / best Gymnasium   = {ours / max(sync, asyn):.2f}  (target >= 3)")
-
-
-def report_navigation(args: argparse.Namespace) -> None:
-    for num_tasks in (20, 40):
-        rows = bench_navigation(args, num_tasks)
-        print_table(f"Navigation2D, {num_tasks} tasks x {args.episodes} episodes x H = 100", rows)
-        print(
-            f"\nomnirl / SyncVectorEnv    = {rows[0][1] / rows[1][1]:.1f}"
-            "  (target: omnirl >= 1,000,000 env-steps/s)"
-        )
+def report_domains(args: argparse.Namespace) -> None:
+    for name in ("halfcheetah-vel-domains", "walker2d-rand-params", "hopper-rand-params"):
+        rates = bench_domains(args, name)
+        size = f"{args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}"
+        print_table(f"{name}, {size}, median of {args.repeats} alternating repeats", rates)
+        random, shared, sync = medians(rates).values()
+        family = get_family(name)
+        tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
+        shares = [physics_share(family.env_id, tasks[r % len(tasks)], 2000, r) for r in range(5)]
+        print(f"\nrandom domains / shared model = {random / shared:.2f}  (target >= 0.9)")
+        print(f"omnirl / SyncVectorEnv        = {random / sync:.1f}  (target >= 3)")
+        print(f"physics share of a single env step = {float(np.median(shares)):.0%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=40, help="HalfCheetah tasks (B)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task (K)")
-    parser.add_argument(
-        "--horizon", type=int, default=200, help="HalfCheetah steps per episode (H)"
-    )
+    parser.add_argument("--horizon", type=int, default=200, help="HalfCheetah steps per episode")
     parser.add_argument("--async-envs", type=int, default=20, help="AsyncVectorEnv processes")
-    parser.add_argument("--repeats", type=int, default=3, help="collector runs (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median shown)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sections", default="halfcheetah,navigation,domains", help="comma list of parts to run"
     )
     args = parser.parse_args()
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (every figure is a median)")
     sections = set(args.sections.split(","))
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # the same for every runner; the collector uses 1 as well
@@ -274,20 +390,9 @@ def main() -> None:
         f"cores: {available_cores()}, torch {torch.__version__}, mujoco {mujoco.__version__},"
         f" gymnasium {gym.__version__}"
     )
-
-    if "halfcheetah" in sections:
-        report_halfcheetah(args)
-    if "navigation" in sections:
-        report_navigation(args)
-    if "domains" in sections:
-        for name in ("halfcheetah-vel-domains", "walker2d-rand-params", "hopper-rand-params"):
-            rows, share = bench_domains(args, name)
-            size = f"{args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}"
-            print_table(f"{name}, {size}", rows)
-            random, shared, sync = (sps for _, sps in rows)
-            print(f"\nrandom domains / shared model = {random / shared:.2f}  (target >= 0.9)")
-            print(f"omnirl / SyncVectorEnv        = {random / sync:.1f}  (target >= 3)")
-            print(f"physics share of a single env step = {share:.0%}")
+    for report in (report_halfcheetah, report_navigation, report_domains):
+        if report.__name__.removeprefix("report_") in sections:
+            report(args)
 
 
 if __name__ == "__main__":

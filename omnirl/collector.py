@@ -16,10 +16,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from torch.func import functional_call, vmap
 
 from omnirl.episodes import Episodes
 from omnirl.functional import Params
+from omnirl.overlap import Part, Pipeline, split_point
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -91,12 +93,37 @@ class _GroupActor:
             }
             self._vmapped = vmap(lambda p, o: _loc_scale(self.policy, p, o, self.kwargs))
 
-    def __call__(self, obs_MO: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, obs_MO: torch.Tensor, tasks: slice | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action means and scales of the rows ``obs_MO``: every task's, or those of ``tasks``."""
         if self.stacked is None:
             return _loc_scale(self.policy, self.params, obs_MO, self.kwargs)
-        obs_BKO = obs_MO.view(self.num_tasks, -1, obs_MO.shape[-1])
-        loc, scale = self._vmapped(self.stacked, obs_BKO)
+        stacked = self.stacked if tasks is None else {k: v[tasks] for k, v in self.stacked.items()}
+        obs_BKO = obs_MO.view(len(next(iter(stacked.values()))), -1, obs_MO.shape[-1])
+        loc, scale = self._vmapped(stacked, obs_BKO)
         return loc.reshape(obs_MO.shape[0], -1), scale.expand_as(loc).reshape(obs_MO.shape[0], -1)
+
+
+def _buffers(env: Any, horizon: int, num_envs: int) -> tuple[np.ndarray, ...]:
+    """Zeroed ``(obs, act, noise, scale, rew, valid)`` arrays of a collection, ``(T, N, ...)``."""
+    # numpy buffers: per-step writes into them cost a fraction of torch indexing, and
+    # torch.from_numpy shares their memory, so nothing is copied at the end.
+    act_dim = int(np.prod(env.single_action_space.shape))
+    obs_TNO = np.zeros((horizon, num_envs, *env.single_observation_space.shape), np.float32)
+    act_TNA = np.zeros((horizon, num_envs, act_dim), np.float32)
+    rew_TN = np.zeros((horizon, num_envs), np.float32)
+    valid_TN = np.zeros((horizon, num_envs), np.float32)
+    return obs_TNO, act_TNA, np.zeros_like(act_TNA), np.ones_like(act_TNA), rew_TN, valid_TN
+
+
+def _overlaps(env_id: str, vectorization: str, torch_threads: int) -> bool:
+    """Whether to overlap by default: a native env that steps off the GIL, a 1-thread policy."""
+    spec = gym.spec(env_id)
+    if vectorization not in ("auto", "native") or spec.vector_entry_point is None:
+        return False
+    env_class = load_env_creator(spec.vector_entry_point)
+    return bool(getattr(env_class, "steps_off_gil", False)) and torch_threads == 1
 
 
 class Collector:
@@ -113,6 +140,10 @@ class Collector:
             for small MLPs and leaves the cores to the physics threads; oversubscribing them
             made the reference implementation several times slower here.
         env_kwargs: passed to the env constructor.
+        overlap: step half of the sub-envs while acting on the other half
+            (:mod:`omnirl.overlap`; the same episodes bit for bit). ``None``: wherever the
+            native vector env steps its physics outside the GIL (the MuJoCo families) and the
+            policy runs on one thread.
 
     Example:
         >>> collector = Collector("omnirl/Navigation2D-v1", seed=0)  # doctest: +SKIP
@@ -126,8 +157,12 @@ class Collector:
         vectorization: str = "auto",
         torch_threads: int = 1,
         env_kwargs: dict[str, Any] | None = None,
+        overlap: bool | None = None,
     ):
         self.env_id = env_id
+        self.overlap = (
+            _overlaps(env_id, vectorization, torch_threads) if overlap is None else overlap
+        )
         self.vectorization = vectorization
         self.torch_threads = torch_threads
         self.env_kwargs = dict(env_kwargs or {})
@@ -139,14 +174,23 @@ class Collector:
             self._generator.manual_seed(seed)
         self.stats = {"env_s": 0.0, "policy_s": 0.0, "env_steps": 0}
 
-    def _vector_env(self, num_envs: int) -> Any:
+    def _vector_env(self, num_envs: int, key: Any = None) -> Any:
         # One vector env per batch size: rule-dependent passes (e.g. 2 groups, then 1) alternate
         # sizes every iteration, and building a MuJoCo batch is not free.
-        if num_envs not in self._envs:
-            self._envs[num_envs] = make_vector_env(
+        key = num_envs if key is None else key
+        if key not in self._envs:
+            self._envs[key] = make_vector_env(
                 self.env_id, num_envs, self.vectorization, **self.env_kwargs
             )
-        return self._envs[num_envs]
+        return self._envs[key]
+
+    def _parts(self, num_groups: int, per_group: int, k: int) -> list[Part] | None:
+        """The two parts of an overlapped collection, or None to step the batch as one."""
+        split, num_envs = split_point(num_groups, per_group, k), num_groups * per_group
+        if not self.overlap or split == 0:
+            return None
+        bounds = [(0, split), (split, num_envs)]
+        return [Part(self._vector_env(hi - lo, ("part", lo, hi)), lo, hi) for lo, hi in bounds]
 
     def collect(
         self,
@@ -184,14 +228,22 @@ class Collector:
         else:
             self._generator.manual_seed(seed)
         num_tasks, per_group = len(tasks), len(tasks) * episodes_per_task
-        env = self._vector_env(per_group * len(groups))
-        env.set_attr("task", [t for _ in groups for t in tasks for _ in range(episodes_per_task)])
+        every = [t for _ in groups for t in tasks for _ in range(episodes_per_task)]
+        parts = self._parts(len(groups), per_group, episodes_per_task)
+        env = None if parts else self._vector_env(len(every))
+        for part in parts or []:
+            part.env.set_attr("task", every[part.rows])
+        if env is not None:
+            env.set_attr("task", every)
         actors = [_GroupActor(policy, g, num_tasks) for g in groups]
         threads = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads)
         try:
             with torch.inference_mode():
-                arrays = self._run(env, actors, horizon, seed)
+                if parts:
+                    arrays = self._run_overlapped(parts, actors, horizon, seed, episodes_per_task)
+                else:
+                    arrays = self._run(env, actors, horizon, seed)
         finally:
             torch.set_num_threads(threads)
         # Converted outside inference mode: the episodes feed autograd later.
@@ -217,16 +269,9 @@ class Collector:
     def _run(
         self, env: Any, actors: list[_GroupActor], horizon: int, seed: int
     ) -> tuple[np.ndarray, ...]:
-        # numpy buffers: per-step writes into them cost a fraction of torch indexing, and
-        # torch.from_numpy shares their memory, so nothing is copied at the end.
         num_envs = env.num_envs
-        act_dim = int(np.prod(env.single_action_space.shape))
-        obs_TNO = np.zeros((horizon, num_envs, *env.single_observation_space.shape), np.float32)
-        act_TNA = np.zeros((horizon, num_envs, act_dim), np.float32)
-        noise_TNA = np.zeros_like(act_TNA)
-        scale_TNA = np.ones_like(act_TNA)
-        rew_TN = np.zeros((horizon, num_envs), np.float32)
-        valid_TN = np.zeros((horizon, num_envs), np.float32)
+        buffers = _buffers(env, horizon, num_envs)
+        obs_TNO, act_TNA, noise_TNA, scale_TNA, rew_TN, valid_TN = buffers
         alive_N = np.ones(num_envs, dtype=bool)
         per_group = num_envs // len(actors)
         obs, _ = env.reset(seed=self._reset_seeds(seed, num_envs))
@@ -253,6 +298,43 @@ class Collector:
             alive_N &= ~(np.asarray(terminated) | np.asarray(truncated))
             if not alive_N.any():
                 break
+        return self._episodes(buffers, policy_s, env_s)
+
+    def _run_overlapped(
+        self, parts: list[Part], actors: list[_GroupActor], horizon: int, seed: int, k: int
+    ) -> tuple[np.ndarray, ...]:
+        """:meth:`_run`'s episodes, bit for bit, with the parts' physics overlapped."""
+        num_envs = parts[-1].hi
+        buffers = _buffers(parts[0].env, horizon, num_envs)
+        obs_TNO, per_group = buffers[0], num_envs // len(actors)
+        start = time.perf_counter()
+        for part in parts:  # sub-env i of the whole batch is seeded seed + i
+            obs_TNO[0, part.rows] = part.env.reset(seed=seed + part.lo)[0]
+
+        def act(t: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            obs_NO, out = torch.from_numpy(obs_TNO[t]), []
+            for g, actor in enumerate(actors):
+                lo, hi = max(rows.start, g * per_group), min(rows.stop, (g + 1) * per_group)
+                if lo < hi:
+                    tasks = slice((lo - g * per_group) // k, (hi - g * per_group) // k)
+                    loc, scale = actor(obs_NO[lo:hi], tasks)
+                    out.append((loc, scale.expand_as(loc)))
+            return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+        def noise(t: int) -> torch.Tensor:  # the draws of _sample, group by group
+            shape = (per_group, buffers[1].shape[-1])
+            return torch.cat([torch.randn(shape, generator=self._generator) for _ in actors])
+
+        pipeline = Pipeline(parts, act, noise, buffers)
+        pipeline.run(horizon)
+        env_s = time.perf_counter() - start - pipeline.policy_s
+        return self._episodes(buffers, pipeline.policy_s, env_s)
+
+    def _episodes(
+        self, buffers: tuple[np.ndarray, ...], policy_s: float, env_s: float
+    ) -> tuple[np.ndarray, ...]:
+        obs_TNO, act_TNA, noise_TNA, scale_TNA, rew_TN, valid_TN = buffers
+        act_dim = act_TNA.shape[-1]
         # log N(loc + scale*noise; loc, scale) summed over action dims, for all steps at once.
         logp_TN = (-0.5 * np.square(noise_TNA) - np.log(scale_TNA)).sum(-1)
         logp_TN -= _HALF_LOG_2PI * act_dim
@@ -261,14 +343,13 @@ class Collector:
         self.stats["env_steps"] += int(valid_TN.sum())
         # Zero everything outside the episodes, so padding can never leak into a loss.
         mask = valid_TN
-        arrays = (
+        return (
             obs_TNO * mask[..., None],
             act_TNA * mask[..., None],
             logp_TN * mask,
             rew_TN * mask,
             mask,
         )
-        return arrays
 
     # Two hooks for a collector that runs a slice of the sub-envs (omnirl.ray_collector): it
     # seeds them as their places in the whole batch and samples as the whole batch does.

@@ -148,3 +148,66 @@ def test_bad_collect_arguments():
         Collector("omnirl/Navigation2D-v1", vectorization="threads").collect(
             policy, [{"goal": [0, 0]}], 1
         )
+
+
+def _omni_groups(obs_dim, act_dim, num_tasks):
+    """An Omni-Net with non-zero branches and two groups: the pre flow, per-task meta params."""
+    from omnirl.agents.omni_net import OmniNetPolicy
+    from omnirl.functional import flow_params
+
+    torch.manual_seed(0)
+    policy = OmniNetPolicy(obs_dim, act_dim, hidden=(16, 16), rank=2)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    meta = flow_params(policy, "meta")
+    per_task = [{k: v + 0.01 * b for k, v in meta.items()} for b in range(num_tasks)]
+    return policy, [RolloutGroup("pre"), RolloutGroup("meta", per_task)]
+
+
+@pytest.mark.parametrize(
+    "family, num_tasks, episodes, horizon",
+    [
+        ("halfcheetah-vel", 9, 8, 12),  # one group: halves of 32 and 40 sub-envs
+        ("hopper-rand-params", 9, 8, 60),  # random domains, early terminations, autoresets
+    ],
+)
+def test_overlapped_collector_equals_the_sequential_one_bit_for_bit(
+    family, num_tasks, episodes, horizon
+):
+    from omnirl.registry import get_family
+
+    spec = get_family(family)
+    probe = gym.make(spec.env_id)
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    policy, groups = _omni_groups(obs_dim, act_dim, num_tasks)
+    tasks = spec.tasks.sample(num_tasks, np.random.default_rng(1))
+    runs = {}
+    for overlap in (False, True):
+        with Collector(spec.env_id, seed=3, overlap=overlap) as collector:
+            # Two collections: the second continues the seed stream the first left.
+            runs[overlap] = [
+                *collector.collect(policy, tasks, episodes, groups, horizon=horizon),
+                *collector.collect(policy, tasks, episodes, groups[:1], horizon=horizon),
+            ]
+            assert bool(collector._parts(1, num_tasks * episodes, episodes)) == overlap
+            assert bool(collector._parts(2, num_tasks * episodes, episodes)) == overlap
+    for sequential, overlapped in zip(runs[False], runs[True], strict=True):
+        for a, b in zip(sequential, overlapped, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if family == "hopper-rand-params":  # the episodes did end early
+        assert runs[True][0].valid_TN.sum() < runs[True][0].valid_TN.numel()
+
+
+def test_overlap_is_the_default_only_where_physics_steps_off_the_gil():
+    assert Collector("omnirl/HalfCheetahVel-v0").overlap
+    assert not Collector("omnirl/HalfCheetahVel-v0", torch_threads=2).overlap
+    assert not Collector("omnirl/HalfCheetahVel-v0", vectorization="sync").overlap
+    assert not Collector("omnirl/Navigation2D-v1").overlap  # numpy holds the GIL
+    # Between groups; one group only into halves of enough rows for the same rounding.
+    collector = Collector("omnirl/HalfCheetahVel-v0")
+    assert [(p.lo, p.hi) for p in collector._parts(3, 10, 2)] == [(0, 10), (10, 30)]
+    assert [(p.lo, p.hi) for p in collector._parts(1, 72, 8)] == [(0, 32), (32, 72)]
+    assert collector._parts(1, 60, 2) is None  # halves under 32 rows: the batch steps as one
+    collector.close()
