@@ -106,9 +106,6 @@ class MujocoTaskVectorEnv(TaskVectorEnv):
     metadata = {"render_modes": []}
     single_env_class: ClassVar[type[Any]]
     qvel_clip: ClassVar[float | None] = None
-    # mujoco.batch steps on its own threads without the GIL: a collector can act on some
-    # sub-envs while others step (omnirl.overlap).
-    steps_off_gil: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -94,8 +94,7 @@ class RayCollector(Collector):
         env_kwargs: dict[str, Any] | None = None,
         address: str | None = None,
     ):
-        # Each actor steps its slice on one core: no idle core for an overlap to fill.
-        super().__init__(env_id, seed, vectorization, torch_threads, env_kwargs, overlap=False)
+        super().__init__(env_id, seed, vectorization, torch_threads, env_kwargs)
         ray = cluster.connect(address)
         if cluster.cluster_cpus(ray) < workers:
             raise OptionError(
@@ -264,9 +263,7 @@ class _SliceWorker:
 
     def __init__(self, env_id: str, vectorization: str, torch_threads: int, env_kwargs: dict):
         registry.families()  # a fresh worker process: the families register on first use
-        self.collector = _SliceCollector(
-            env_id, None, vectorization, torch_threads, env_kwargs, overlap=False
-        )
+        self.collector = _SliceCollector(env_id, None, vectorization, torch_threads, env_kwargs)
         self.modules: dict[int, torch.nn.Module] = {}
 
     def collect(

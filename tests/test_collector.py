@@ -200,13 +200,10 @@ def test_overlapped_collector_equals_the_sequential_one_bit_for_bit(
         assert runs[True][0].valid_TN.sum() < runs[True][0].valid_TN.numel()
 
 
-def test_overlap_is_the_default_only_where_physics_steps_off_the_gil():
-    assert Collector("omnirl/HalfCheetahVel-v0").overlap
-    assert not Collector("omnirl/HalfCheetahVel-v0", torch_threads=2).overlap
-    assert not Collector("omnirl/HalfCheetahVel-v0", vectorization="sync").overlap
-    assert not Collector("omnirl/Navigation2D-v1").overlap  # numpy holds the GIL
+def test_overlapped_collection_splits_between_groups_or_into_halves_of_many_rows():
+    assert not Collector("omnirl/HalfCheetahVel-v0")._parts(2, 40, 20)  # opt-in
     # Between groups; one group only into halves of enough rows for the same rounding.
-    collector = Collector("omnirl/HalfCheetahVel-v0")
+    collector = Collector("omnirl/HalfCheetahVel-v0", overlap=True)
     assert [(p.lo, p.hi) for p in collector._parts(3, 10, 2)] == [(0, 10), (10, 30)]
     assert [(p.lo, p.hi) for p in collector._parts(1, 72, 8)] == [(0, 32), (32, 72)]
     assert collector._parts(1, 60, 2) is None  # halves under 32 rows: the batch steps as one
