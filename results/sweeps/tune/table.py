@@ -3,9 +3,9 @@
 Run: ``python results/sweeps/tune/table.py results/sweeps/tune/navigation-2d`` after
 ``omnirl sweep results/sweeps/tune/navigation-2d.yaml`` and, for every run folder RUN,
 ``omnirl evaluate RUN --split val --tasks 100 --steps 1 --episodes 20 --checkpoint latest
---out RUN/eval-val`` (which writes ``eval-val.json``). Prints a markdown table: per variant, each seed's mean return after 0 and
-1 steps over the 100 validation tasks, the mean over seeds, and the variant chosen (the best
-mean after one step). Test tasks are never read.
+--out RUN/eval-val`` (which writes ``eval-val.json``). Prints a markdown table: per variant,
+each seed's mean return after 0 and 1 steps over the 100 validation tasks, the mean over
+seeds, and the variant chosen (the best mean after one step). Test tasks are never read.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def main(sweep: Path) -> None:
+    """Print the table of the sweep folder ``sweep`` (its runs' ``eval-val/eval-val.json``)."""
     rows: dict[str, dict[int, tuple[float, float]]] = {}
     for path in sorted(sweep.glob("*/eval-val/eval-val.json")):
         data = json.loads(path.read_text())
