@@ -193,7 +193,7 @@ def policy_distill(
     if kind == "mean_sq":
         return distill_loss(student.loc, teacher.loc, valid, dims)
     if kind == "kl":
-        return masked_mean(kl_divergence(detached_dist(teacher), student).sum(-1), valid, dims)
+        return mean_kl(detached_dist(teacher), student, valid, dims)
     raise ValueError(f"distill: {kind!r} is not one of {', '.join(DISTILL_KINDS)}")
 
 
