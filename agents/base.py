@@ -17,7 +17,7 @@ from omnirl.agents.policies import GaussianMLPPolicy
 from omnirl.baseline import LinearFeatureBaseline
 from omnirl.collector import Collector, RolloutGroup
 from omnirl.episodes import Episodes
-from omnirl.functional import detached, flow_params, unstack
+from omnirl.functional import flow_params, unstack
 from omnirl.learner import TaskDraw
 from omnirl.maml import adapt_tasks
 from omnirl.pg import PGBatch, TaskBatch, make_batch
@@ -86,12 +86,22 @@ class Agent:
         with timed("baseline"):
             return make_batch(episodes, self.baseline, self.cfg.gamma, self.cfg.gae_lambda)
 
-    def adapted_for_rollouts(self, support: TaskBatch, flow: str | None) -> list[dict]:
-        """Per-task adapted parameters (values only) to collect query episodes with."""
+    def adapt_at_start(
+        self, support: TaskBatch, flow: str | None
+    ) -> tuple[dict[str, torch.Tensor], list[dict]]:
+        """Adapt every task on its support at the current parameters, once for two uses.
+
+        Returns:
+            The stacked adapted parameters with graph (second order unless ``first_order``):
+            a :class:`~omnirl.agents.objective.MetaTerm`'s ``start``, so the outer step does not
+            adapt again at the same point; and their values per task, to collect Q with.
+        """
         with timed("inner_steps"):
-            params = detached(flow_params(self.policy, flow))
-            adapted = adapt_tasks(self.policy, params, support, flow, self.inner_lrs, True)
-            return unstack({k: v.detach() for k, v in adapted.items()})
+            params = flow_params(self.policy, flow)
+            adapted = adapt_tasks(
+                self.policy, params, support, flow, self.inner_lrs, self.cfg.first_order
+            )
+            return adapted, unstack({k: v.detach() for k, v in adapted.items()})
 
     # -------------------------------------------------------------------------- learning
     def update(self, draw: TaskDraw) -> dict[str, float]:

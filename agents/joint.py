@@ -25,7 +25,7 @@ class JointAgent(Agent):
             collector, tasks, [RolloutGroup(), RolloutGroup()], seed
         )
         support = self.batch(support_eps).by_task()
-        adapted = self.adapted_for_rollouts(support, None)
+        start, adapted = self.adapt_at_start(support, None)
         [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
         terms = {
             "pre": PretrainTerm(None, self.batch(pre_eps)),
@@ -35,6 +35,7 @@ class JointAgent(Agent):
                 self.batch(query_eps).by_task(),
                 self.inner_lrs,
                 self.cfg.first_order,
+                start=start,
             ),
         }
         # Both terms use the one plain flow: the trust region bounds their mean KL.

@@ -26,10 +26,10 @@ class MAMLAgent(Agent):
         collector, tasks, seed = draw
         [support_eps] = self.collect(collector, tasks, [RolloutGroup()], seed)
         support = self.batch(support_eps).by_task()
-        adapted = self.adapted_for_rollouts(support, None)
+        start, adapted = self.adapt_at_start(support, None)
         [query_eps] = self.collect(collector, tasks, [RolloutGroup(params=adapted)])
         query = self.batch(query_eps).by_task()
-        term = MetaTerm(None, support, query, self.inner_lrs, self.cfg.first_order)
+        term = MetaTerm(None, support, query, self.inner_lrs, self.cfg.first_order, start=start)
         # The old policy (the trust region's centre) is fixed here, before the step.
         metrics = self.outer_step(Objective(self.policy, {"meta": term}))
         metrics["rollout/return_pre"] = mean_return(support_eps)

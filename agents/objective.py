@@ -22,15 +22,14 @@ from typing import Any, NamedTuple
 import torch
 from torch.distributions import Normal
 
-from omnirl.functional import flow_params, task_params
+from omnirl.agents.fisher import meta_fisher_product
+from omnirl.functional import Params, flow_params
 from omnirl.maml import adapt_tasks
 from omnirl.optim import (
     MatVec,
     Product,
-    Vector,
     adam_step,
     check_finite,
-    gradient_product,
     kl_hessian_product,
     trpo_step,
 )
@@ -125,6 +124,11 @@ class MetaTerm:
     Second order when ``create_graph`` and not ``first_order``: the loss differentiates through
     the inner step. With ``distill`` (towards ``(B, T, K, A)`` distributions of the EMA teacher
     adapted on each S_b) it adds ``lambda * R_meta``. All tasks are adapted in one batched pass.
+
+    ``start``: the tasks' adapted parameters at the step's start, built by :meth:`adapt` with
+    graph (the agent's :meth:`~omnirl.agents.base.Agent.adapt_at_start`, whose values it also
+    collected Q with). The objective's first evaluation uses them instead of adapting again;
+    they must come from the policy's parameters of that moment, with ``create_graph=True``.
     """
 
     flow: str | None
@@ -134,10 +138,11 @@ class MetaTerm:
     first_order: bool = False
     ratio_cap: float | None = None
     distill: Distill | None = None
+    start: Params | None = None
 
-    def distribution(self, policy: torch.nn.Module, create_graph: bool) -> Normal:
-        """Every task's adapted policy on its Q_b, ``(B, T, K)``, re-adapting on every S_b."""
-        adapted = adapt_tasks(
+    def adapt(self, policy: torch.nn.Module, create_graph: bool) -> dict[str, torch.Tensor]:
+        """Every task's parameters adapted on its S_b at the policy's current parameters."""
+        return adapt_tasks(
             policy,
             flow_params(policy, self.flow),
             self.support,
@@ -146,7 +151,14 @@ class MetaTerm:
             first_order=self.first_order or not create_graph,
             ratio_cap=self.ratio_cap,
         )
+
+    def adapted_distribution(self, policy: torch.nn.Module, adapted: Params) -> Normal:
+        """The adapted policies on their Q_b, ``(B, T, K)``."""
         return task_dist(policy, adapted, self.query.obs_BTKO, self.flow)
+
+    def distribution(self, policy: torch.nn.Module, create_graph: bool) -> Normal:
+        """Every task's adapted policy on its Q_b, ``(B, T, K)``, re-adapting on every S_b."""
+        return self.adapted_distribution(policy, self.adapt(policy, create_graph))
 
     def value(self, dist: Normal, old: Normal) -> TermValue:
         """Loss, ``KL(old || dist)`` and metrics (``pg``, ``distill``), each the mean over tasks."""
@@ -159,65 +171,18 @@ class MetaTerm:
         return value
 
     def fisher_product(
-        self, policy: torch.nn.Module, old: Normal, stride: int = 1
+        self,
+        policy: torch.nn.Module,
+        old: Normal,
+        stride: int = 1,
+        adapted: Params | None = None,
     ) -> Product | None:
         """``v -> H v`` for the Hessian of the KL through the inner step, at the start.
 
-        With ``theta'_b = theta - alpha grad L(S_b; theta)`` and ``J_b = I - alpha H_Sb`` its
-        Jacobian, the KL Hessian at the starting parameters is ``sum_b J_b^T F_b J_b`` (F_b the
-        KL's Hessian in ``theta'_b``): the term with the inner step's second derivatives is
-        multiplied by ``d KL / d theta'``, which is zero there. So a product needs two
-        Hessian-vector products of the inner loss and one Fisher product, instead of
-        differentiating the whole second-order graph again (third derivatives). ``None``
-        (generic route) for more than one inner step.
-
-        With ``stride > 1`` the point stays exact and only the averages are estimated: every
-        task is adapted on its *full* support, so ``theta'_b`` is the point the old policy was
-        recorded at (the KL and its gradient are zero there), while ``F_b`` averages over every
-        ``stride``-th query step and ``H_Sb`` over every ``stride``-th support step. Adapting on
-        the strided support instead would move ``theta'_b`` and take the curvature elsewhere.
+        :func:`omnirl.agents.fisher.meta_fisher_product` (``None``, the generic route, for more
+        than one inner step); ``adapted``: the start's adapted parameters, when known.
         """
-        if len(self.inner_lrs) != 1:
-            return None
-        lr, second_order = self.inner_lrs[0], not self.first_order
-        params = flow_params(policy, self.flow)
-        theta_B = task_params(params, self.support.num_tasks)
-
-        def support_grads(support: TaskBatch, create_graph: bool) -> tuple[torch.Tensor, ...]:
-            dist = task_dist(policy, theta_B, support.obs_BTKO, self.flow)
-            loss = task_surrogate(dist, support, self.ratio_cap).sum()
-            return torch.autograd.grad(loss, list(theta_B.values()), create_graph=create_graph)
-
-        full_grads_B = support_grads(self.support, create_graph=second_order and stride == 1)
-        adapted = {
-            name: (p - lr * g).detach().requires_grad_()
-            for (name, p), g in zip(theta_B.items(), full_grads_B, strict=True)
-        }
-        query = self.query.every(stride)
-        dist = task_dist(policy, adapted, query.obs_BTKO, self.flow)
-        old = every_step(old, stride, time_axis=1)
-        kl = mean_kl(old, dist, query.valid_BTK, TASK_DIMS).mean()
-        fisher = kl_hessian_product(kl, adapted)
-
-        inner_hessian = None  # first order: J_b = I
-        if second_order:
-            # H_Sb v_b for every task at once, from the (strided) support's gradient graph.
-            strided = self.support.every(stride)
-            grads_B = full_grads_B if stride == 1 else support_grads(strided, create_graph=True)
-            inner_hessian = gradient_product(grads_B, theta_B)
-
-        def jacobian(v_B: Vector) -> Vector:  # J_b v_b = v_b - alpha H_Sb v_b (J symmetric)
-            if inner_hessian is None:
-                return v_B
-            hv = inner_hessian(v_B)
-            return {name: v_B[name] - lr * hv[name] for name in v_B}
-
-        def product(v: Vector) -> Vector:
-            v_B = {name: v[name].expand_as(p) for name, p in theta_B.items()}
-            out_B = jacobian(fisher(jacobian(v_B)))
-            return {name: t.sum(0) for name, t in out_B.items()}
-
-        return product
+        return meta_fisher_product(self, policy, old, stride, adapted)
 
 
 Term = PretrainTerm | MetaTerm
@@ -271,7 +236,7 @@ class Objective:
         self.loss_weights = {key: (loss_weights or {}).get(key, 1.0) for key in self.terms}
         self.kl_weights = flow_kl_weights(self.terms)
         with timed("objective"):
-            dists = self._distributions(torch.is_grad_enabled())
+            dists = self._start_distributions(torch.is_grad_enabled())
         self.old = {key: detached_dist(dist) for key, dist in dists.items()}
         self.start = self._value(dists)  # its KL is 0, and so is the KL's gradient
 
@@ -286,6 +251,21 @@ class Objective:
 
     def _distributions(self, create_graph: bool) -> dict[str, Normal]:
         return {key: t.distribution(self.policy, create_graph) for key, t in self.terms.items()}
+
+    def _start_distributions(self, create_graph: bool) -> dict[str, Normal]:
+        """The first evaluation: meta terms adapt once (or bring ``start``), kept for the FVP."""
+        self._start_adapted: dict[str, Params] = {}
+        dists = {}
+        for key, term in self.terms.items():
+            if isinstance(term, MetaTerm):
+                adapted = (
+                    term.start if term.start is not None else term.adapt(self.policy, create_graph)
+                )
+                self._start_adapted[key] = {name: p.detach() for name, p in adapted.items()}
+                dists[key] = term.adapted_distribution(self.policy, adapted)
+            else:
+                dists[key] = term.distribution(self.policy, create_graph)
+        return dists
 
     def _value(self, dists: dict[str, Normal]) -> ObjectiveValue:
         values = {key: t.value(dists[key], self.old[key]) for key, t in self.terms.items()}
@@ -304,6 +284,8 @@ class Objective:
         """
         products = {
             key: term.fisher_product(self.policy, self.old[key], stride)
+            if isinstance(term, PretrainTerm)
+            else term.fisher_product(self.policy, self.old[key], stride, self._start_adapted[key])
             for key, term in self.terms.items()
         }
         if any(product is None for product in products.values()):

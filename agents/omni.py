@@ -11,7 +11,7 @@ from omnirl.agents.objective import Distill, MetaTerm, Objective, PretrainTerm, 
 from omnirl.agents.omni_net import OmniNetPolicy
 from omnirl.collector import RolloutGroup
 from omnirl.ema import EMATeacher, TeacherState
-from omnirl.functional import detached, flow_params
+from omnirl.functional import Params, detached, flow_params
 from omnirl.learner import TaskDraw
 from omnirl.maml import adapt_tasks
 from omnirl.pg import PGBatch, TaskBatch, task_dist
@@ -53,18 +53,23 @@ class OmniAgent(TeacherState, Agent):
         first = self.collect(collector, tasks, groups, seed)
         # S and Q are split by task once; the meta terms and the teacher share the copies.
         pre, support = self.batch(first[0]), self.batch(first[1]).by_task()
-        second_groups = [RolloutGroup("meta", self.adapted_for_rollouts(support, "meta"))]
+        # Adapted once: the values collect Q, the graph starts the outer step's meta terms.
+        start, adapted = self.adapt_at_start(support, "meta")
+        second_groups = [RolloutGroup("meta", adapted)]
         if own:
             joint_support = self.batch(first[3]).by_task()
-            second_groups.append(
-                RolloutGroup("joint", self.adapted_for_rollouts(joint_support, "joint"))
-            )
+            joint_start, joint_adapted = self.adapt_at_start(joint_support, "joint")
+            second_groups.append(RolloutGroup("joint", joint_adapted))
         second = self.collect(collector, tasks, second_groups)
         query = self.batch(second[0]).by_task()
-        terms = self._distilled_terms(pre, support, query)
+        terms = self._distilled_terms(pre, support, query, start)
         if own:
             joint_query = self.batch(second[1]).by_task()
-            terms.update(self._joint_terms(self.batch(first[2]), joint_support, joint_query))
+            terms.update(
+                self._joint_terms(
+                    self.batch(first[2]), joint_support, joint_query, start=joint_start
+                )
+            )
         else:
             terms.update(self._joint_terms(pre, support, query, 1.0 + self.cfg.importance_clip))
         metrics = self.outer_step(Objective(self.policy, terms, self.loss_weights))
@@ -81,7 +86,7 @@ class OmniAgent(TeacherState, Agent):
         return {"joint_pre": w, "joint_meta": w}
 
     def _distilled_terms(
-        self, pre: PGBatch, support: TaskBatch, query: TaskBatch
+        self, pre: PGBatch, support: TaskBatch, query: TaskBatch, start: Params
     ) -> dict[str, Term]:
         cfg, teacher, weight = self.cfg, self.teacher.module, self.cfg.distill_weight
         # The teacher adapts with its own first-order inner step; it never receives gradients.
@@ -100,6 +105,7 @@ class OmniAgent(TeacherState, Agent):
                 cfg.first_order,
                 None,
                 Distill(teacher_meta, weight, cfg.distill),
+                start,
             ),
         }
 
@@ -109,9 +115,12 @@ class OmniAgent(TeacherState, Agent):
         support: TaskBatch,
         query: TaskBatch,
         ratio_cap: float | None = None,
+        start: Params | None = None,
     ) -> dict[str, Term]:
         lrs, first_order = self.inner_lrs, self.cfg.first_order
         return {
             "joint_pre": PretrainTerm("joint", pre, ratio_cap),
-            "joint_meta": MetaTerm("joint", support, query, lrs, first_order, ratio_cap),
+            "joint_meta": MetaTerm(
+                "joint", support, query, lrs, first_order, ratio_cap, start=start
+            ),
         }

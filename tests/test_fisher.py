@@ -6,7 +6,7 @@ import torch
 from omnirl.agents.objective import MetaTerm, Objective, PretrainTerm
 from omnirl.agents.omni import OmniAgent
 from omnirl.config import load_config
-from omnirl.optim import hessian_vector_product
+from omnirl.optim import flat_grad, hessian_vector_product
 from omnirl.pg import PGBatch, policy_dist
 
 
@@ -178,3 +178,41 @@ def test_strided_product_is_symmetric_positive_semidefinite(first_order):
         assert w.dot(product(w)) >= 0
     strided, exact = structured_and_exact(agent, terms, 10, seed=3)
     assert not torch.allclose(strided, exact)  # an estimate, not the exact product
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("stride", [1, 10])
+def test_a_meta_term_started_from_the_rollout_adaptation_steps_as_one_that_adapts_again(
+    first_order, stride
+):
+    # The agents adapt once at the step's start (Agent.adapt_at_start: its values collect Q, its
+    # graph starts the objective). The objective, its gradient, the Fisher products and the
+    # TRPO step must be those of a term that adapts again, bit for bit (one term: no gradient
+    # is accumulated in another order).
+    from omnirl.agents.objective import trpo_update
+    from omnirl.functional import flow_params
+    from omnirl.maml import adapt_tasks
+
+    results = []
+    for given in (False, True):
+        agent = omni_agent(f"first_order={str(first_order).lower()}", f"fvp_stride={stride}")
+        support = batch_for(agent.policy, "meta", 2, T=100).by_task()
+        query = batch_for(agent.policy, "meta", 12, T=100).by_task()
+        start = None
+        if given:
+            params = flow_params(agent.policy, "meta")
+            start = adapt_tasks(agent.policy, params, support, "meta", [0.4], first_order)
+        term = MetaTerm("meta", support, query, [0.4], first_order, start=start)
+        objective = Objective(agent.policy, {"meta": term})
+        loss = objective.start.loss
+        grad = flat_grad(loss, objective.params, retain_graph=True)
+        product = objective.fisher_product(stride)(random_vector(objective.params, 7))
+        metrics = trpo_update(objective, agent.cfg)
+        after = torch.cat([p.detach().reshape(-1) for p in objective.params])
+        results.append((loss.detach(), grad, product, metrics, after))
+    (loss_a, grad_a, prod_a, m_a, after_a), (loss_b, grad_b, prod_b, m_b, after_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert torch.equal(grad_a, grad_b) and grad_a.abs().max() > 0
+    assert torch.equal(prod_a, prod_b) and prod_a.abs().max() > 0
+    assert m_a == m_b and m_a["train/accepted"] == 1.0
+    assert torch.equal(after_a, after_b)
