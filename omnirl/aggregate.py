@@ -131,6 +131,9 @@ def label_of(run: Path, cfg: Any) -> str:
 def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
     """The evaluated RL runs by (family, split): their tasks and per-label scores.
 
+    A run's evaluations are its ``eval.json`` (the test split) and ``eval-<split>.json`` (the
+    others, as ``omnirl evaluate --split`` names them); each joins its split's group.
+
     Returns:
         ``{(family, split): {"payload": first eval.json, "labels": {label: {"runs": [...],
         "scores": (seeds, steps + 1, tasks)}}}}`` and notes on runs left out.
@@ -146,20 +149,24 @@ def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, A
         if kind_of(run).name != "rl":
             notes.append(f"{run}: not an RL run, left out")
             continue
-        if not (run / "eval.json").is_file():
+        # eval.json is the test split's; eval-<split>.json another split's (omnirl evaluate).
+        files = sorted(run.glob("eval-*.json"))
+        files = [run / "eval.json", *files] if (run / "eval.json").is_file() else files
+        if not files:
             notes.append(f"{run}: not evaluated (omnirl evaluate {run}), left out")
             continue
-        payload = json.loads((run / "eval.json").read_text())
-        entry = next((r for r in payload["runs"] if Path(r["run"]).name == run.name), None)
-        if entry is None:
-            notes.append(f"{run}/eval.json does not evaluate {run.name}, left out")
-            continue
-        key = (payload["family"], payload.get("split", "test"))
-        group = groups.setdefault(key, {"payload": payload, "labels": {}, "first": run})
-        _check_same_tasks(group, payload, run)
-        label = group["labels"].setdefault(label_of(run, load_run_config(run)), {"runs": []})
-        label["runs"].append(str(run))
-        label.setdefault("scores", []).append(np.asarray(entry["returns"], dtype=float))
+        for path in files:
+            payload = json.loads(path.read_text())
+            entry = next((r for r in payload["runs"] if Path(r["run"]).name == run.name), None)
+            if entry is None:
+                notes.append(f"{path} does not evaluate {run.name}, left out")
+                continue
+            key = (payload["family"], payload.get("split", "test"))
+            group = groups.setdefault(key, {"payload": payload, "labels": {}, "first": run})
+            _check_same_tasks(group, payload, run)
+            label = group["labels"].setdefault(label_of(run, load_run_config(run)), {"runs": []})
+            label["runs"].append(str(run))
+            label.setdefault("scores", []).append(np.asarray(entry["returns"], dtype=float))
     for group in groups.values():
         for label in group["labels"].values():
             label["scores"] = np.stack(label["scores"])

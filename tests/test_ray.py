@@ -416,6 +416,23 @@ def test_report_on_a_sweep_folder(tmp_path):
     assert report["curves"]["navigation-2d"]["maml"]["env_steps"] == [200.0]
     for name in ("report.csv", "report.png", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # Another split's evaluation (omnirl evaluate --split val) is a group of its own.
+    for run in sorted(tmp_path.glob("navigation-2d-*")):
+        payload = json.loads((run / "eval.json").read_text())
+        payload["split"] = "val"
+        payload["runs"][0]["returns"] = [
+            [v - 5.0 for v in row] for row in payload["runs"][0]["returns"]
+        ]
+        (run / "eval-val.json").write_text(json.dumps(payload))
+    done = CliRunner().invoke(app, ["report", str(tmp_path), "--resamples", "500"])
+    assert done.exit_code == 0, done.output
+    results = json.loads((tmp_path / "report.json").read_text())["results"]
+    by_split = {r["split"]: r for r in results}
+    assert sorted(by_split) == ["test", "val"]
+    assert by_split["val"]["labels"]["maml"]["iqm"][1] == pytest.approx(-15.5)
+    assert by_split["test"]["labels"]["maml"]["iqm"][1] == pytest.approx(-10.5)
+    for run in tmp_path.glob("navigation-2d-*"):
+        (run / "eval-val.json").unlink()
     other = tmp_path / "navigation-2d-omni-0-lam" / "eval.json"
     other.write_text(json.dumps({**json.loads(other.read_text()), "seed": 7}))
     bad = CliRunner().invoke(app, ["report", str(tmp_path)])
