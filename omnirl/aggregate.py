@@ -17,88 +17,27 @@ steps the report gives, over the label's seeds x the test tasks:
   the label minus the reference's, both on the same tasks, each label's seeds resampled within
   each task.
 
-A label with one seed has no interval (NaN). Learning curves come from each run's
-``metrics.jsonl``: the quick evaluation's ``eval/return_post`` against the cumulative env steps
-of training (``time/env_steps`` where logged, else ``time/sps * time/iteration_s``), averaged
-over seeds at the iterations they share.
+A label with one seed has no interval (NaN). The learning curves, and each label's quick
+evaluation at the env-step budget all labels reach, are :mod:`omnirl.curves`'. The statistics
+themselves are :mod:`omnirl.stats`'.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omnirl.curves import at_equal_env_steps, band, curves_figure, learning_curves
 from omnirl.options import OptionError
 from omnirl.report import Report, csv_bytes, figure_bytes, json_bytes, pyplot
+from omnirl.stats import CONFIDENCE, STATISTICS, iqm, paired, stratified_interval
 
-CONFIDENCE = 0.95
-
-
-# ------------------------------------------------------------------------- statistics
-def iqm(scores: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """The interquartile mean: 25% trimmed from each end (rliable's ``aggregate_iqm``)."""
-    from scipy.stats import trim_mean
-
-    return trim_mean(scores, 0.25, axis=axis)
-
-
-# Of a label's (..., seeds, tasks) scores, all seeds and tasks together.
-STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "mean": lambda x: x.reshape(*x.shape[:-2], -1).mean(axis=-1),
-    "iqm": lambda x: iqm(x.reshape(*x.shape[:-2], -1), axis=-1),
-}
-
-
-def stratified_interval(
-    statistic: Callable[[np.ndarray], np.ndarray],
-    scores: Sequence[np.ndarray],
-    resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """95% percentile interval of ``statistic`` by the stratified bootstrap over seeds.
-
-    Args:
-        statistic: ``(..., seeds, tasks) -> (...)`` of one label, or of several labels'
-            arrays combined by :func:`paired` (e.g. a difference).
-        scores: one ``(seeds, tasks)`` array per label; the tasks (columns) are the strata and
-            each label's seeds are resampled within every task.
-        resamples: bootstrap replicates.
-        seed: seeds the resampling.
-
-    Returns:
-        ``(low, high)``; NaN when a label has fewer than two seeds.
-    """
-    from scipy.stats import bootstrap
-
-    if min(s.shape[0] for s in scores) < 2:
-        return math.nan, math.nan
-    tasks = scores[0].shape[1]
-    samples = tuple(column for s in scores for column in np.asarray(s, float).T)
-
-    def stacked(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
-        parts = [np.stack(columns[i * tasks : (i + 1) * tasks], -1) for i in range(len(scores))]
-        return statistic(*parts)
-
-    result = bootstrap(
-        samples,
-        stacked,
-        n_resamples=resamples,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        vectorized=True,
-        random_state=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def paired(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The statistic ``name`` of a label minus the reference's (arrays of the same tasks)."""
-    return lambda label, reference: STATISTICS[name](label) - STATISTICS[name](reference)
+__all__ = ["CONFIDENCE", "STATISTICS", "aggregate_report", "iqm", "paired", "stratified_interval"]
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -215,66 +154,7 @@ def aggregate(
     return out
 
 
-# ----------------------------------------------------------------------- learning curves
-def _env_steps(line: dict[str, Any]) -> float:
-    if "time/env_steps" in line:
-        return float(line["time/env_steps"])
-    return round(line.get("time/sps", 0.0) * line.get("time/iteration_s", 0.0))
-
-
-def curve_of(run: Path) -> dict[int, tuple[float, float]]:
-    """``{iteration: (cumulative env steps, eval/return_post)}`` from ``metrics.jsonl``."""
-    points, total = {}, 0.0
-    path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    for text in lines:
-        try:
-            line = json.loads(text)
-        except json.JSONDecodeError:  # the last line of a killed run
-            continue
-        total += _env_steps(line)
-        if "eval/return_post" in line:
-            points[int(line["iteration"])] = (total, float(line["eval/return_post"]))
-    return points
-
-
-def learning_curves(
-    groups: dict[tuple[str, str], dict[str, Any]], resamples: int, seed: int
-) -> dict[str, dict[str, Any]]:
-    """Per family and label: mean quick-evaluation return over seeds vs cumulative env steps."""
-    curves: dict[str, dict[str, Any]] = {}
-    for (family, _), group in sorted(groups.items()):
-        for label, data in sorted(group["labels"].items()):
-            runs = [curve_of(Path(run)) for run in data["runs"]]
-            shared = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
-            if not shared:
-                continue
-            steps = [float(np.mean([c[i][0] for c in runs])) for i in shared]
-            values = np.array([[c[i][1] for c in runs] for i in shared])  # (points, seeds)
-            bands = [
-                stratified_interval(STATISTICS["mean"], [v[:, None]], resamples, seed)
-                for v in values
-            ]
-            curves.setdefault(family, {})[label] = {
-                "iteration": shared,
-                "env_steps": steps,
-                "mean": values.mean(axis=1).tolist(),
-                "ci": bands,
-            }
-    return curves
-
-
 # ------------------------------------------------------------------------------ figures
-def _band(
-    ax: Any, x: Sequence[float], y: Sequence[float], ci: Sequence, label: str, i: int
-) -> None:
-    color = f"C{i % 10}"
-    ax.plot(x, y, marker="o", markersize=3, color=color, label=label)
-    low, high = np.array([c[0] for c in ci], float), np.array([c[1] for c in ci], float)
-    if np.isfinite(low).all():
-        ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
-
-
 def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
     """IQM return vs adaptation steps, one line and 95% band per label, a panel per family."""
     plt = pyplot()
@@ -284,27 +164,10 @@ def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
     for ax, result in zip(axes[0], results, strict=True):
         for i, (label, entry) in enumerate(result["labels"].items()):
             steps = range(len(entry["iqm"]))
-            _band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({entry['seeds']} seeds)", i)
+            band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({entry['seeds']} seeds)", i)
         ax.set_xticks(range(max(len(e["iqm"]) for e in result["labels"].values())))
         ax.set(xlabel="adaptation steps", ylabel="IQM return (95% stratified bootstrap CI)")
         ax.set_title(f"{result['family']}, {result['split']} split, {result['tasks']} tasks")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return figure_bytes(fig)
-
-
-def curves_figure(curves: dict[str, dict[str, Any]]) -> bytes:
-    """Quick-evaluation return after one step vs env steps, a line and band per label."""
-    plt = pyplot()
-    fig, axes = plt.subplots(
-        1, max(len(curves), 1), figsize=(5.2 * max(len(curves), 1), 4), dpi=120, squeeze=False
-    )
-    for ax, (family, labels) in zip(axes[0], sorted(curves.items()), strict=False):
-        for i, (label, c) in enumerate(labels.items()):
-            _band(ax, c["env_steps"], c["mean"], c["ci"], label, i)
-        ax.set(xlabel="env steps (training)", ylabel="quick evaluation return after 1 step")
-        ax.set_title(f"{family}: learning (mean over seeds, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -373,7 +236,13 @@ def aggregate_report(
         notes.append(f"no {reference!r} runs: no paired differences (--reference names one)")
     folder = out or (Path(paths[0]) if len(paths) == 1 else Path("report"))
     payload = {"reference": reference, "resamples": resamples, "confidence": CONFIDENCE}
-    payload.update(results=results, curves=curves)
+    equal = at_equal_env_steps(curves)
+    payload.update(results=results, curves=curves, equal_env_steps=equal)
+    for family, at in sorted(equal.items()):
+        means = ", ".join(f"{label} {value:.1f}" for label, value in sorted(at["mean"].items()))
+        notes.append(
+            f"{family}: quick evaluation at equal env steps ({at['env_steps']:,.0f}): {means}"
+        )
     steps = max(len(e["iqm"]) for r in results for e in r["labels"].values())
     header = ["family", "split", "label", "step", "seeds", "tasks"]
     for name in ("mean", "iqm", "mean_diff", "iqm_diff"):
