@@ -1,7 +1,8 @@
 """``omnirl report``: aggregates over seeds, with the stratified bootstrap of rliable.
 
-Input: the ``eval.json`` that ``omnirl evaluate RUN`` (or ``omnirl sweep``) wrote into each RL
-run folder, all of one family and split evaluated on the same tasks (same seed and count).
+Input: the ``eval.json`` that ``omnirl evaluate RUN`` (or ``omnirl sweep``) wrote into each run
+folder (RL, sinusoid or few-shot; :func:`scores_of` reads each), all of one family and split
+evaluated on the same tasks (same seed and count).
 Runs are grouped by *label*: the agent, plus the variant tag of a sweep's run folder
 (``<family>-<agent>-<seed>-<tag>``). For every family, split, label and number of adaptation
 steps the report gives, over the label's seeds x the test tasks:
@@ -13,7 +14,8 @@ steps the report gives, over the label's seeds x the test tasks:
   task (percentile intervals, :func:`scipy.stats.bootstrap` with one sample per task). It
   measures how much the result would move with other seeds on these tasks; the per-run
   intervals of ``eval.json`` are the ones over tasks;
-- the paired difference to the ``reference`` label (default ``maml``): the same statistic of
+- the paired difference to the ``reference`` label (default ``maml``; ``protonet`` for
+  few-shot, which has no ``maml``): the same statistic of
   the label minus the reference's, both on the same tasks, each label's seeds resampled within
   each task.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,44 @@ def label_of(run: Path, cfg: Any) -> str:
     )
 
 
-def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
-    """The evaluated RL runs by (family, split): their tasks and per-label scores.
+# What each problem kind's eval.json holds: the metric, its table digits, and its scores.
+METRICS = {"rl": ("return", 1), "sinusoid": ("MSE", 3), "fewshot": ("accuracy %", 1)}
+# The paired differences' default reference: the kind's plain meta-learner.
+REFERENCES = {"rl": "maml", "sinusoid": "maml", "fewshot": "protonet"}
 
-    A run's evaluations are its ``eval.json`` (the test split) and ``eval-<split>.json`` (the
-    others, as ``omnirl evaluate --split`` names them); each joins its split's group.
+
+def scores_of(kind: str, payload: dict[str, Any], entry: dict[str, Any]) -> Iterator[tuple]:
+    """``(split, scores (steps + 1, tasks), protocol)`` of one run's entry in an ``eval.json``.
+
+    RL: the split's returns after 0..steps steps. Sinusoid: one split per K (``K=5``), the
+    MSE after 0..steps SGD steps. Few-shot: one split per dataset and shot (``glyphs 5-shot``),
+    each episode's accuracy in % as a single "step". ``protocol`` is what must match for runs
+    to be aggregated together (the tasks, their seed, and how they were scored).
+    """
+    if kind == "rl":
+        keys = ("tasks", "steps", "episodes", "seed")
+        yield payload.get("split", "test"), entry["returns"], {k: payload[k] for k in keys}
+    elif kind == "sinusoid":
+        protocol = {k: payload[k] for k in ("tasks", "steps", "query_points", "seed")}
+        for shots, mse in entry["mse"].items():
+            yield f"K={shots}", mse["tasks"], protocol
+    elif kind == "fewshot":
+        protocol = {k: payload[k] for k in ("way", "queries", "episodes", "seed")}
+        for dataset, by_shots in entry["results"].items():
+            for shots, result in by_shots.items():
+                accuracies = 100.0 * np.asarray(result["accuracies"], dtype=float)
+                yield f"{dataset} {shots}-shot", accuracies[None], protocol
+
+
+def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """The evaluated runs by (family, split): their protocol and per-label scores.
+
+    A run's evaluations are its ``eval.json`` (for RL the test split) and ``eval-<split>.json``
+    (the other RL splits, as ``omnirl evaluate --split`` names them); each of
+    :func:`scores_of`'s splits is a group.
 
     Returns:
-        ``{(family, split): {"payload": first eval.json, "labels": {label: {"runs": [...],
+        ``{(family, split): {"protocol": ..., "kind": ..., "labels": {label: {"runs": [...],
         "scores": (seeds, steps + 1, tasks)}}}}`` and notes on runs left out.
 
     Raises:
@@ -85,11 +117,8 @@ def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, A
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     notes = []
     for run in runs:
-        if kind_of(run).name != "rl":
-            notes.append(f"{run}: not an RL run, left out")
-            continue
-        # eval.json is the test split's; eval-<split>.json another split's (omnirl evaluate).
-        files = sorted(run.glob("eval-*.json"))
+        kind = kind_of(run).name
+        files = sorted(run.glob("eval-*.json")) if kind == "rl" else []
         files = [run / "eval.json", *files] if (run / "eval.json").is_file() else files
         if not files:
             notes.append(f"{run}: not evaluated (omnirl evaluate {run}), left out")
@@ -100,38 +129,45 @@ def load_scores(runs: Sequence[Path]) -> tuple[dict[tuple[str, str], dict[str, A
             if entry is None:
                 notes.append(f"{path} does not evaluate {run.name}, left out")
                 continue
-            key = (payload["family"], payload.get("split", "test"))
-            group = groups.setdefault(key, {"payload": payload, "labels": {}, "first": run})
-            _check_same_tasks(group, payload, run)
-            label = group["labels"].setdefault(label_of(run, load_run_config(run)), {"runs": []})
-            label["runs"].append(str(run))
-            label.setdefault("scores", []).append(np.asarray(entry["returns"], dtype=float))
+            for split, scores, protocol in scores_of(kind, payload, entry):
+                key = (payload["family"], split)
+                new = {"protocol": protocol, "kind": kind, "labels": {}, "first": run}
+                group = groups.setdefault(key, new)
+                if group["protocol"] != protocol:
+                    raise OptionError(
+                        f"{run} was evaluated on other tasks than {group['first']} "
+                        f"({_protocol_text(protocol)} vs {_protocol_text(group['protocol'])})"
+                        ": evaluate them alike to aggregate them"
+                    )
+                labels = group["labels"]
+                label = labels.setdefault(label_of(run, load_run_config(run)), {"runs": []})
+                label["runs"].append(str(run))
+                label.setdefault("scores", []).append(np.asarray(scores, dtype=float))
     for group in groups.values():
         for label in group["labels"].values():
             label["scores"] = np.stack(label["scores"])
     return groups, notes
 
 
-def _check_same_tasks(group: dict[str, Any], payload: dict[str, Any], run: Path) -> None:
-    first = group["payload"]
-    keys = ("tasks", "steps", "episodes", "seed")
-    if any(first[k] != payload[k] for k in keys):
-        raise OptionError(
-            f"{run} was evaluated on other tasks than {group['first']} ({len(payload['tasks'])} "
-            f"tasks, seed {payload['seed']}, {payload['steps']} steps, vs {len(first['tasks'])}, "
-            f"{first['seed']}, {first['steps']}): evaluate them alike to aggregate them"
-        )
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{len(v) if isinstance(v, list) else v} {k}" for k, v in sorted(protocol.items())
+    )
 
 
 # ---------------------------------------------------------------------------- aggregate
 def aggregate(
-    groups: dict[tuple[str, str], dict[str, Any]], reference: str, resamples: int, seed: int
+    groups: dict[tuple[str, str], dict[str, Any]],
+    reference: str | None,
+    resamples: int,
+    seed: int,
 ) -> list[dict[str, Any]]:
     """Per family, split and label: mean and IQM per step with intervals, and differences."""
     out = []
     for (family, split), group in sorted(groups.items()):
         labels, entries = group["labels"], {}
-        ref = labels.get(reference)
+        ref_label = reference or REFERENCES[group["kind"]]
+        ref = labels.get(ref_label)
         for label, data in sorted(labels.items()):
             scores = data["scores"]  # (seeds, steps + 1, tasks)
             entry: dict[str, Any] = {"runs": data["runs"], "seeds": int(scores.shape[0])}
@@ -141,7 +177,7 @@ def aggregate(
                 entry[f"{name}_ci"] = [
                     stratified_interval(stat, [x], resamples, seed) for x in per_step
                 ]
-                if ref is not None and label != reference:
+                if ref is not None and label != ref_label:
                     diff = paired(name)
                     pairs = [(x, ref["scores"][:, s]) for s, x in enumerate(per_step)]
                     entry[f"{name}_diff"] = [float(diff(x, r)) for x, r in pairs]
@@ -149,8 +185,19 @@ def aggregate(
                         stratified_interval(diff, [x, r], resamples, seed) for x, r in pairs
                     ]
             entries[label] = entry
-        tasks = len(group["payload"]["tasks"])
-        out.append({"family": family, "split": split, "tasks": tasks, "labels": entries})
+        tasks = int(next(iter(labels.values()))["scores"].shape[-1])
+        metric, digits = METRICS[group["kind"]]
+        out.append(
+            {
+                "family": family,
+                "split": split,
+                "tasks": tasks,
+                "metric": metric,
+                "digits": digits,
+                "reference": ref_label,
+                "labels": entries,
+            }
+        )
     return out
 
 
@@ -166,7 +213,8 @@ def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
             steps = range(len(entry["iqm"]))
             band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({entry['seeds']} seeds)", i)
         ax.set_xticks(range(max(len(e["iqm"]) for e in result["labels"].values())))
-        ax.set(xlabel="adaptation steps", ylabel="IQM return (95% stratified bootstrap CI)")
+        ylabel = f"IQM {result['metric']} (95% stratified bootstrap CI)"
+        ax.set(xlabel="adaptation steps", ylabel=ylabel)
         ax.set_title(f"{result['family']}, {result['split']} split, {result['tasks']} tasks")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -175,24 +223,31 @@ def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
 
 
 # ------------------------------------------------------------------------------ report
-def _interval(ci: Sequence[float]) -> str:
-    return "" if not all(math.isfinite(v) for v in ci) else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+def _interval(ci: Sequence[float], digits: int = 1) -> str:
+    if not all(math.isfinite(v) for v in ci):
+        return ""
+    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def _rows(results: list[dict[str, Any]], reference: str) -> tuple[list[list[str]], list[list]]:
+def _rows(results: list[dict[str, Any]], steps: int) -> tuple[list[list[str]], list[list]]:
     rows, csv_rows = [], []
     for result in results:
+        d = result["digits"]
         for label, e in result["labels"].items():
             last = len(e["iqm"]) - 1
             diff = (
-                f"{e['iqm_diff'][last]:+.1f}{_interval(e['iqm_diff_ci'][last])}"
+                f"{e['iqm_diff'][last]:+.{d}f}{_interval(e['iqm_diff_ci'][last], d)}"
                 if "iqm_diff" in e
                 else ""
             )
             rows.append(
                 [f"{result['family']} ({result['split']})", label, str(e["seeds"])]
-                + [f"{v:.1f}{_interval(c)}" for v, c in zip(e["iqm"], e["iqm_ci"], strict=True)]
-                + [f"{e['mean'][last]:.1f}{_interval(e['mean_ci'][last])}", diff]
+                + [
+                    f"{v:.{d}f}{_interval(c, d)}"
+                    for v, c in zip(e["iqm"], e["iqm_ci"], strict=True)
+                ]
+                + [""] * (steps - len(e["iqm"]))
+                + [f"{e['mean'][last]:.{d}f}{_interval(e['mean_ci'][last], d)}", diff]
             )
             for step in range(last + 1):
                 row = [result["family"], result["split"], label, step, e["seeds"], result["tasks"]]
@@ -207,7 +262,7 @@ def _rows(results: list[dict[str, Any]], reference: str) -> tuple[list[list[str]
 
 def aggregate_report(
     paths: Sequence[Path],
-    reference: str = "maml",
+    reference: str | None = None,
     out: Path | None = None,
     resamples: int = 2000,
     seed: int = 0,
@@ -216,7 +271,8 @@ def aggregate_report(
 
     Args:
         paths: sweep folders (their run folders are read) or run folders.
-        reference: the label the paired differences are taken against.
+        reference: the label the paired differences are taken against (default: per kind,
+            :data:`REFERENCES`).
         out: where ``report.json``, ``report.csv``, ``report.png`` and ``curves.png`` go
             (default: the one folder given, else ``./report``).
         resamples: bootstrap replicates per interval.
@@ -227,13 +283,15 @@ def aggregate_report(
     """
     groups, notes = load_scores(run_folders(paths))
     if not groups:
-        raise OptionError(
-            f"no evaluated RL runs in {', '.join(map(str, paths))}: {'; '.join(notes)}"
-        )
+        raise OptionError(f"no evaluated runs in {', '.join(map(str, paths))}: {'; '.join(notes)}")
     results = aggregate(groups, reference, resamples, seed)
     curves = learning_curves(groups, resamples, seed)
-    if not any(reference in r["labels"] for r in results):
-        notes.append(f"no {reference!r} runs: no paired differences (--reference names one)")
+    for r in results:
+        if r["reference"] not in r["labels"]:
+            notes.append(
+                f"{r['family']} ({r['split']}): no {r['reference']!r} runs, no paired "
+                "differences (--reference names one)"
+            )
     folder = out or (Path(paths[0]) if len(paths) == 1 else Path("report"))
     payload = {"reference": reference, "resamples": resamples, "confidence": CONFIDENCE}
     equal = at_equal_env_steps(curves)
@@ -247,7 +305,7 @@ def aggregate_report(
     header = ["family", "split", "label", "step", "seeds", "tasks"]
     for name in ("mean", "iqm", "mean_diff", "iqm_diff"):
         header += [name, f"{name}_low", f"{name}_high"]
-    rows, csv_rows = _rows(results, reference)
+    rows, csv_rows = _rows(results, steps)
     files = {
         folder / "report.json": json_bytes(payload),
         folder / "report.csv": csv_bytes(header, csv_rows),
@@ -256,14 +314,14 @@ def aggregate_report(
     if curves:
         files[folder / "curves.png"] = curves_figure(curves)
     return Report(
-        "IQM return over seeds x tasks [95% stratified bootstrap CI]",
+        "IQM over seeds x tasks (return, MSE or accuracy %) [95% stratified bootstrap CI]",
         [
             "family (split)",
             "label",
             "seeds",
             *(f"IQM, {s} steps" for s in range(steps)),
-            f"mean, {steps - 1} steps",
-            f"IQM - {reference}, {steps - 1} steps",
+            "mean, last step",
+            "IQM - reference, last step",
         ],
         rows,
         files=files,

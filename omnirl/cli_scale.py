@@ -98,16 +98,20 @@ def sweep(
 @app.command()
 def report(
     paths: Annotated[list[Path], typer.Argument(help="Sweep folders or evaluated run folders.")],
-    reference: Annotated[str, typer.Option(help="Label of the paired differences.")] = "maml",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Label of the paired differences (default: maml; fewshot: protonet)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for report.json/.csv/.png (default: the one given).")
     ] = None,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap replicates.")] = 2000,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the bootstrap.")] = 0,
 ) -> None:
-    """Aggregate evaluated RL runs over seeds: mean and IQM with stratified bootstrap CIs.
+    """Aggregate evaluated runs over seeds: mean and IQM with stratified bootstrap CIs.
 
-    Per family, split and agent (or sweep variant), over seeds x test tasks, with paired
+    RL returns per split, sinusoid MSE per K, few-shot accuracy per dataset and shot; per
+    agent (or sweep variant), over seeds x test tasks, with paired
     differences against --reference; learning curves from metrics.jsonl.
     """
     from omnirl.aggregate import aggregate_report

@@ -458,6 +458,56 @@ def test_report_on_a_sweep_folder(tmp_path):
     assert bad.exit_code == 2 and "evaluated on other tasks" in bad.output
 
 
+def fake_supervised_run(root, name, config, agent, seed, entry, payload):
+    from omnirl.config import config_bytes, kind_of
+
+    run = root / name
+    run.mkdir(parents=True)
+    schema = kind_of(config).load("config")
+    cfg = load_config(config, [f"agent={agent}", f"seed={seed}"], schema=schema)
+    (run / "config.yaml").write_bytes(config_bytes(cfg))
+    runs = [{"run": str(run), "agent": agent, **entry}]
+    (run / "eval.json").write_text(json.dumps({**payload, "runs": runs}))
+
+
+def test_report_on_sinusoid_and_fewshot_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from omnirl.cli import app
+
+    (tmp_path / "sweep.yaml").write_text("name: fake\n")
+    sinusoid = {"family": "sinusoid", "tasks": [[1.0, 0.5]] * 4, "steps": 1, "shots": [5]}
+    sinusoid.update(query_points=10, seed=1000)
+    fewshot = {"family": "fewshot", "way": 5, "queries": 2, "shots": [1], "episodes": 4}
+    fewshot.update(seed=1000, data=["glyphs"])
+    for seed in (0, 1):
+        for agent, shift in (("maml", 0.0), ("omni", -0.25)):
+            mse = [[1.0 + shift, 2, 3, 4], [0.5 + shift, 0.5, 0.25 + seed, 0.75]]
+            entry = {"mse": {"5": {"tasks": mse}}}
+            fake_supervised_run(
+                tmp_path, f"sinusoid-{agent}-{seed}", "smoke-sinusoid", agent, seed, entry, sinusoid
+            )
+        for agent, shift in (("protonet", 0.0), ("omni", 0.1)):
+            accuracies = [0.5 + shift, 0.6 + shift, 0.4 + shift, 0.7 - 0.1 * seed + shift]
+            entry = {"results": {"glyphs": {"1": {"accuracies": accuracies}}}}
+            fake_supervised_run(
+                tmp_path, f"fewshot-{agent}-{seed}", "smoke-fewshot", agent, seed, entry, fewshot
+            )
+    done = CliRunner().invoke(app, ["report", str(tmp_path), "--resamples", "500"])
+    assert done.exit_code == 0, done.output
+    results = {r["split"]: r for r in json.loads((tmp_path / "report.json").read_text())["results"]}
+    assert sorted(results) == ["K=5", "glyphs 1-shot"]
+    sine, few = results["K=5"], results["glyphs 1-shot"]
+    assert (sine["metric"], sine["reference"], sine["tasks"]) == ("MSE", "maml", 4)
+    # After one step maml's 8 MSEs are 0.5 0.5 0.25 0.75 1.25 0.5 0.5 0.75: mean 0.625.
+    assert sine["labels"]["maml"]["mean"][1] == pytest.approx(0.625)
+    assert sine["labels"]["omni"]["mean_diff"][1] == pytest.approx(-0.0625)  # 0.5 / 8
+    assert (few["metric"], few["reference"], few["tasks"]) == ("accuracy %", "protonet", 4)
+    assert few["labels"]["protonet"]["mean"] == [pytest.approx(53.75)]
+    assert few["labels"]["omni"]["mean_diff"] == [pytest.approx(10.0)]
+    assert "0.625" in done.output  # MSE shown with 3 digits
+
+
 # ---------------------------------------------------------------------- without Ray
 BLOCK_RAY = """
 import sys
