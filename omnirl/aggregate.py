@@ -294,13 +294,15 @@ def aggregate_report(
             )
     folder = out or (Path(paths[0]) if len(paths) == 1 else Path("report"))
     payload = {"reference": reference, "resamples": resamples, "confidence": CONFIDENCE}
-    equal = at_equal_env_steps(curves)
+    curve_reference = reference or REFERENCES["rl"]
+    equal = at_equal_env_steps(curves, curve_reference)
     payload.update(results=results, curves=curves, equal_env_steps=equal)
-    for family, at in sorted(equal.items()):
-        means = ", ".join(f"{label} {value:.1f}" for label, value in sorted(at["mean"].items()))
-        notes.append(
-            f"{family}: quick evaluation at equal env steps ({at['env_steps']:,.0f}): {means}"
-        )
+    for family, by_label in sorted(equal.items()):
+        for label, at in sorted(by_label.items()):
+            notes.append(
+                f"{family}: quick evaluation at equal env steps ({at['env_steps']:,.0f}): "
+                f"{label} {at['mean']:.1f}, {curve_reference} {at['reference_mean']:.1f}"
+            )
     steps = max(len(e["iqm"]) for r in results for e in r["labels"].values())
     header = ["family", "split", "label", "step", "seeds", "tasks"]
     for name in ("mean", "iqm", "mean_diff", "iqm_diff"):
@@ -312,7 +314,7 @@ def aggregate_report(
         folder / "report.png": aggregate_figure(results),
     }
     if curves:
-        files[folder / "curves.png"] = curves_figure(curves)
+        files[folder / "curves.png"] = curves_figure(curves, curve_reference)
     return Report(
         "IQM over seeds x tasks (return, MSE or accuracy %) [95% stratified bootstrap CI]",
         [

@@ -71,20 +71,30 @@ def learning_curves(
     return curves
 
 
-def at_equal_env_steps(curves: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per family: the env-step budget every label's curve reaches, and each label's mean there.
+def at_equal_env_steps(
+    curves: dict[str, dict[str, Any]], reference: str = "maml"
+) -> dict[str, dict[str, Any]]:
+    """Per family and label: the label and ``reference`` compared at equal env steps.
 
-    The budget is the smallest of the labels' last points; a label's mean return there is
-    linearly interpolated between its two neighbouring quick evaluations.
+    For each label other than the reference, the budget is the smaller of the two curves' last
+    env steps (the one that collected less per iteration ends first); both means are linearly
+    interpolated there between neighbouring quick evaluations. Families without the
+    reference's curve are left out.
     """
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for family, labels in curves.items():
-        budget = min(c["env_steps"][-1] for c in labels.values())
-        means = {
-            label: float(np.interp(budget, c["env_steps"], c["mean"]))
-            for label, c in labels.items()
-        }
-        out[family] = {"env_steps": budget, "mean": means}
+        ref = labels.get(reference)
+        if ref is None:
+            continue
+        for label, c in labels.items():
+            if label == reference:
+                continue
+            budget = min(c["env_steps"][-1], ref["env_steps"][-1])
+            out.setdefault(family, {})[label] = {
+                "env_steps": budget,
+                "mean": float(np.interp(budget, c["env_steps"], c["mean"])),
+                "reference_mean": float(np.interp(budget, ref["env_steps"], ref["mean"])),
+            }
     return out
 
 
@@ -97,20 +107,35 @@ def band(ax: Any, x: Sequence[float], y: Sequence[float], ci: Sequence, label: s
         ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
 
 
-def curves_figure(curves: dict[str, dict[str, Any]]) -> bytes:
-    """Quick-evaluation return after one step vs env steps, a line and band per label."""
+def curves_figure(curves: dict[str, dict[str, Any]], reference: str = "maml") -> bytes:
+    """Quick-evaluation return after one step vs env steps, a line and band per label.
+
+    Two panels per family: every label, and the same zoomed to the reference's range (a
+    collapsing baseline would otherwise flatten the curves that matter into one line).
+    """
     plt = pyplot()
+    families = sorted(curves.items())
     fig, axes = plt.subplots(
-        1, max(len(curves), 1), figsize=(5.2 * max(len(curves), 1), 4), dpi=120, squeeze=False
+        2,
+        max(len(families), 1),
+        figsize=(5.2 * max(len(families), 1), 7.5),
+        dpi=120,
+        squeeze=False,
     )
-    for ax, (family, labels) in zip(axes[0], sorted(curves.items()), strict=False):
-        for i, (label, c) in enumerate(labels.items()):
-            band(ax, c["env_steps"], c["mean"], c["ci"], label, i)
-        budget = min(c["env_steps"][-1] for c in labels.values())
-        ax.axvline(budget, color="0.5", linestyle="--", linewidth=0.8, label="equal env steps")
-        ax.set(xlabel="env steps (training)", ylabel="quick evaluation return after 1 step")
-        ax.set_title(f"{family}: learning (mean over seeds, 95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for column, (family, labels) in enumerate(families):
+        for row in (0, 1):
+            ax = axes[row][column]
+            for i, (label, c) in enumerate(labels.items()):
+                band(ax, c["env_steps"], c["mean"], c["ci"], label, i)
+            ax.set(xlabel="env steps (training)", ylabel="quick evaluation return after 1 step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][column].set_title(f"{family}: learning (mean over seeds, 95% CI)")
+        ref = labels.get(reference)
+        if ref is not None:
+            low, high = min(ref["mean"]), max(ref["mean"])
+            margin = 0.25 * (high - low) + 1e-6
+            axes[1][column].set_ylim(low - margin, high + margin)
+            axes[1][column].set_title(f"{family}: zoomed to {reference}'s range")
     fig.tight_layout()
     return figure_bytes(fig)

@@ -373,20 +373,25 @@ def test_the_stratified_bootstrap_is_scipys_with_one_sample_per_task():
     assert np.isnan(stratified_interval(STATISTICS["mean"], [a[:1]])).all()  # one seed
 
 
-def test_curves_are_read_at_the_env_steps_every_label_reaches():
+def test_curves_are_compared_with_the_reference_at_equal_env_steps():
     from omnirl.curves import at_equal_env_steps
 
-    # b collects 1.5x a's env steps per iteration: both reach 300, a at its end, b midway.
+    # b collects 1.5x maml's env steps per iteration: at maml's end (300), b is midway; c
+    # ends before maml (250), so maml is read at c's end.
     curves = {
         "f": {
-            "a": {"env_steps": [100.0, 200.0, 300.0], "mean": [0.0, 1.0, 2.0]},
+            "maml": {"env_steps": [100.0, 200.0, 300.0], "mean": [0.0, 1.0, 2.0]},
             "b": {"env_steps": [150.0, 300.0, 450.0], "mean": [0.0, 3.0, 6.0]},
-            "c": {"env_steps": [100.0, 400.0], "mean": [0.0, 6.0]},
+            "c": {"env_steps": [50.0, 250.0], "mean": [0.0, 6.0]},
+        },
+        "no-reference": {"b": {"env_steps": [1.0], "mean": [0.0]}},
+    }
+    assert at_equal_env_steps(curves) == {
+        "f": {
+            "b": {"env_steps": 300.0, "mean": 3.0, "reference_mean": 2.0},
+            "c": {"env_steps": 250.0, "mean": 6.0, "reference_mean": 1.5},
         }
     }
-    at = at_equal_env_steps(curves)["f"]
-    assert at["env_steps"] == 300.0
-    assert at["mean"] == {"a": 2.0, "b": 3.0, "c": pytest.approx(4.0)}
 
 
 def fake_run(root, name, agent, seed, returns, tasks, metrics=()):
@@ -431,8 +436,8 @@ def test_report_on_a_sweep_folder(tmp_path):
     assert maml["seeds"] == 2 and "iqm_diff" not in maml
     assert report["curves"]["navigation-2d"]["maml"]["env_steps"] == [200.0]
     at = report["equal_env_steps"]["navigation-2d"]
-    assert at == {"env_steps": 200.0, "mean": {"maml": -9.0, "omni-lam": -9.0}}
-    assert "quick evaluation at equal env steps (200): maml -9.0, omni-lam -9.0" in done.output
+    assert at == {"omni-lam": {"env_steps": 200.0, "mean": -9.0, "reference_mean": -9.0}}
+    assert "quick evaluation at equal env steps (200): omni-lam -9.0, maml -9.0" in done.output
     for name in ("report.csv", "report.png", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
     # Another split's evaluation (omnirl evaluate --split val) is a group of its own.
