@@ -171,6 +171,9 @@ def aggregate(
         for label, data in sorted(labels.items()):
             scores = data["scores"]  # (seeds, steps + 1, tasks)
             entry: dict[str, Any] = {"runs": data["runs"], "seeds": int(scores.shape[0])}
+            # Each run's own mean per step: the spread between seeds, which the stratified
+            # bootstrap (seeds resampled within every task) does not show as a seed effect.
+            entry["run_means"] = scores.mean(axis=-1).tolist()
             for name, stat in STATISTICS.items():
                 per_step = [scores[:, s] for s in range(scores.shape[1])]
                 entry[name] = [float(stat(x)) for x in per_step]

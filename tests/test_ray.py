@@ -434,6 +434,7 @@ def test_report_on_a_sweep_folder(tmp_path):
     assert maml["iqm"][1] == pytest.approx(-10.5)
     assert omni["iqm_diff"][1] == pytest.approx(1.0)  # paired: omni is maml + 1 everywhere
     assert maml["seeds"] == 2 and "iqm_diff" not in maml
+    assert maml["run_means"] == [[-25.0, -10.5], [-25.5, -11.0]]  # per seed, per step
     assert report["curves"]["navigation-2d"]["maml"]["env_steps"] == [200.0]
     at = report["equal_env_steps"]["navigation-2d"]
     assert at == {"omni-lam": {"env_steps": 200.0, "mean": -9.0, "reference_mean": -9.0}}
