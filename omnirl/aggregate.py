@@ -19,9 +19,8 @@ steps the report gives, over the label's seeds x the test tasks:
   the label minus the reference's, both on the same tasks, each label's seeds resampled within
   each task.
 
-A label with one seed has no interval (NaN). The learning curves, and each label's quick
-evaluation at the env-step budget all labels reach, are :mod:`omnirl.curves`'. The statistics
-themselves are :mod:`omnirl.stats`'.
+A label with one seed has no interval (NaN). The learning curves (and each label against the
+reference at equal env steps) are in :mod:`omnirl.curves`, the statistics in :mod:`omnirl.stats`.
 """
 
 from __future__ import annotations
