@@ -3,9 +3,10 @@
 From each run's ``metrics.jsonl``: the quick evaluation's ``eval/return_post`` (the return after
 one step on the run's fixed evaluation tasks) against the env steps of training so far
 (``time/env_steps`` where logged, else ``time/sps * time/iteration_s``), averaged over seeds at
-the iterations they share. Learners that collect more per iteration (omni: 1.5x maml) reach
-further along the axis; :func:`learning_curves` also reads every label at the env-step budget
-all of a family's labels reach, so they are compared at equal samples, not equal iterations.
+the iterations they share (RL runs only: the supervised kinds log no env steps). Learners that
+collect more per iteration (omni: 1.5x maml) reach further along the axis, so
+:func:`at_equal_env_steps` compares each label with the reference at the env steps both reach:
+equal samples, not equal iterations.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def learning_curves(
     """Per family and label: mean quick-evaluation return over seeds vs cumulative env steps."""
     curves: dict[str, dict[str, Any]] = {}
     for (family, _), group in sorted(groups.items()):
+        if group["kind"] != "rl":  # sinusoid and few-shot runs have no env steps to plot
+            continue
         for label, data in sorted(group["labels"].items()):
             if label in curves.get(family, {}):  # the same runs, evaluated on another split
                 continue
