@@ -11,8 +11,10 @@ target for maml at paper scale <= 1.3), the per-section medians, and omni / maml
 
 Thread mode, ``python bench/iteration.py --threads-mode``: for each family and agent (default
 navigation-2d, maml), seconds per iteration under each of ``--thread-settings`` (default:
-``default`` -- the config unchanged, ``torch_threads: 0`` = every core --, ``torch_threads=1``,
-``torch_threads=2``), on the idle machine and beside ONE CPU-bound competitor process
+``default`` -- the config unchanged, ``torch_threads: 0`` = every core, with omnirl's
+``GOMP_SPINCOUNT=500`` --, ``torch_threads=1``, ``torch_threads=2`` and
+``GOMP_SPINCOUNT=300000``, libgomp's own spin count), on the idle machine and beside ONE
+CPU-bound competitor process
 (single-threaded numpy and torch matrix products in an endless loop, started by this script and
 killed afterwards). Every measurement is a fresh subprocess of this script (torch's and the
 physics' thread pools are sized at start-up and cannot reliably be resized): one warm-up
@@ -55,7 +57,7 @@ SECTIONS = [
 ]
 FAMILIES = ["halfcheetah-vel", "navigation-2d"]
 AGENTS = ["maml", "omni"]
-THREAD_SETTINGS = ["default", "torch_threads=1", "torch_threads=2"]
+THREAD_SETTINGS = ["default", "torch_threads=1", "torch_threads=2", "GOMP_SPINCOUNT=300000"]
 MAML_OVER_SAMPLING = 1.3  # target at paper scale
 OMNI_OVER_MAML = 1.6
 DEFAULT_OVER_BEST = {"idle": 1.1, "shared": 1.2}
@@ -147,6 +149,10 @@ def default_mode(args: argparse.Namespace) -> None:
 
 def one_cell(args: argparse.Namespace) -> None:
     """The hidden ``--_one-cell`` mode: measure one family/agent, print one tagged JSON line."""
+    # omnirl first, as in the command line: its environment defaults must precede torch's load.
+    import omnirl  # noqa: F401
+
+    # isort: split
     import torch
 
     rows = measure(args.families[0], args.agents[0], args.iterations, args.extra)

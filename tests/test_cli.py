@@ -1,5 +1,6 @@
 """The command line, through Typer's runner and as a real subprocess."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,22 @@ def test_installed_packages_import_from_outside_the_repo(tmp_path):
         and "Known families" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def _environment_after_import(env: dict[str, str]) -> list[str]:
+    """What a fresh interpreter that imports omnirl's trainer sees: the spin count, torch."""
+    code = (
+        "import sys, omnirl; before = 'torch' in sys.modules; import omnirl.trainer, os;"
+        "print(before, os.environ['GOMP_SPINCOUNT'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
+def test_libgomp_spins_briefly_unless_the_user_says_otherwise():
+    # libgomp reads the spin count when torch loads it: omnirl must set it before any torch import.
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert _environment_after_import(env) == ["False", "500"]
+    assert _environment_after_import({**env, "GOMP_SPINCOUNT": "300000"}) == ["False", "300000"]
