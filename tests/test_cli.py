@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from omnirl.cli import app
@@ -91,3 +92,39 @@ def test_libgomp_spins_briefly_unless_the_user_says_otherwise():
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     assert _environment_after_import(env) == ["False", "500"]
     assert _environment_after_import({**env, "GOMP_SPINCOUNT": "300000"}) == ["False", "300000"]
+
+
+_REFAULTS = """
+import resource, sys
+import numpy as np
+import omnirl
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+block = np.ones(8 << 20)  # 64 MB, above any glibc mmap threshold
+del block
+before = faults()
+for _ in range(5):
+    block = np.ones(8 << 20)
+    del block
+print(faults() - before)
+"""
+
+
+def _refaults(env: dict[str, str]) -> int:
+    """Page faults of five more alloc/free cycles of one 64 MB block in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", _REFAULTS], env=env, capture_output=True, text=True, check=True
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_large_blocks_are_reused_unless_the_user_chooses_the_allocator():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMNIRL_MALLOC"))}
+    env.pop("LD_PRELOAD", None)
+    # A 64 MB block returned to the OS faults in again on every cycle: at least its 32 pages
+    # of 2 MB each (numpy asks for transparent huge pages), 16,384 pages of 4 kB without them.
+    assert _refaults(env) < 32
+    assert _refaults({**env, "OMNIRL_MALLOC": "system"}) >= 5 * 32
