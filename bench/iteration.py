@@ -8,6 +8,9 @@ inner steps, TRPO, logging, checkpoint). Per agent it prints the median seconds 
 with the min-max spread and every timed iteration's seconds, env-steps/s, the median sampling
 seconds, iteration / sampling (the ratio of the medians: what everything but the rollouts adds;
 target for maml at paper scale <= 1.3), the per-section medians, and omni / maml (target <= 1.6).
+``--compare SETTING ...`` (settings as in the thread mode, e.g. ``default OMNIRL_MALLOC=system``)
+measures every setting side by side: each timed iteration in a fresh subprocess after its own
+warm-up, the settings alternating, one table per setting.
 
 Thread mode, ``python bench/iteration.py --threads-mode``: for each family and agent (default
 navigation-2d, maml), seconds per iteration under each of ``--thread-settings`` (default:
@@ -138,13 +141,32 @@ def print_family(family: str, results: dict[str, dict[str, Any]], iterations: in
 
 
 def default_mode(args: argparse.Namespace) -> None:
-    """Every family x agent in this process, one table per family."""
+    """Every family x agent in this process, one table per family.
+
+    With ``--compare``: every family x agent under each setting, each timed iteration in a
+    fresh subprocess (after its own warm-up), the settings alternating, and one table per
+    family and setting.
+    """
     for family in args.families:
-        results = {
-            agent: summarize(measure(family, agent, args.iterations, args.extra))
-            for agent in args.agents
-        }
-        print_family(family, results, args.iterations)
+        if not args.compare:
+            results = {
+                agent: summarize(measure(family, agent, args.iterations, args.extra))
+                for agent in args.agents
+            }
+            print_family(family, results, args.iterations)
+            continue
+        rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for r in range(args.iterations):
+            for agent in args.agents:
+                for setting in args.compare:
+                    cell = run_cell(family, agent, setting, args.extra)
+                    rows.setdefault((agent, setting), []).extend(cell["rows"])
+                    it = cell["rows"][0]["time/iteration_s"]
+                    print(f"  repeat {r + 1}/{args.iterations}, {agent}, {setting}: {it:.2f} s/it")
+        for setting in args.compare:
+            print(f"\n[{setting}]", end="")
+            results = {agent: summarize(rows[agent, setting]) for agent in args.agents}
+            print_family(family, results, args.iterations)
 
 
 def one_cell(args: argparse.Namespace) -> None:
@@ -159,6 +181,7 @@ def one_cell(args: argparse.Namespace) -> None:
     line = {
         "iteration_s": [row["time/iteration_s"] for row in rows],
         "sampling_s": [row.get("time/sampling_s", 0.0) for row in rows],
+        "rows": [{k: v for k, v in row.items() if k.startswith("time/")} for row in rows],
         "torch_threads": torch.get_num_threads(),
     }
     print(CELL_TAG + json.dumps(line), flush=True)
@@ -182,11 +205,13 @@ def parse_setting(setting: str) -> tuple[list[str], dict[str, str]]:
     return sets, env
 
 
-def run_cell(family: str, agent: str, setting: str, extra: list[str]) -> dict[str, Any]:
-    """One warm-up and one timed iteration under ``setting``, in a fresh subprocess."""
+def run_cell(
+    family: str, agent: str, setting: str, extra: list[str], iterations: int = 1
+) -> dict[str, Any]:
+    """One warm-up and ``iterations`` timed iterations under ``setting``, in a fresh subprocess."""
     sets, env = parse_setting(setting)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_one-cell"]
-    cmd += ["--families", family, "--agents", agent, "--iterations", "1"]
+    cmd += ["--families", family, "--agents", agent, "--iterations", str(iterations)]
     for pair in [*extra, *sets]:
         cmd += ["--set", pair]
     done = subprocess.run(
@@ -303,10 +328,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=THREAD_SETTINGS,
         help="'default' or key=value[,KEY=value] (uppercase: environment variable)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        help="default mode: settings as in --thread-settings, side by side in fresh processes",
+    )
     parser.add_argument("--_one-cell", dest="one_cell", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be at least 1")
+    for setting in args.compare or []:
+        try:
+            parse_setting(setting)
+        except SystemExit as err:
+            parser.error(str(err))
     threads = args.threads_mode
     args.families = args.families or (["navigation-2d"] if threads else FAMILIES)
     args.agents = args.agents or (["maml"] if threads else AGENTS)
