@@ -72,15 +72,23 @@ def run_cell(cell: Cell, evaluate: EvalSpec | None, board: Any = None) -> dict[s
 def _train(cell: Cell, state: str, board: Any) -> int:
     from omnirl import registry
 
+    total = cell.cfg.iterations
     trainer_class = registry.kind_of(cell.cfg.family).load("trainer")
     if state == "unfinished":
         trainer = trainer_class.resume(cell.run_dir, cell.cfg.iterations)
     else:
         trainer = trainer_class(cell.cfg, run_dir=cell.run_dir)
 
+    last_sent = -float("inf")
+
     def on_iteration(iteration: int, metrics: dict[str, float]) -> None:
-        if board is not None:
+        # At most one message per PROGRESS_EVERY_S: a sinusoid step takes milliseconds, and a
+        # message per step kept the board actor at a fifth of a core.
+        nonlocal last_sent
+        now = time.monotonic()
+        if board is not None and (now - last_sent >= PROGRESS_EVERY_S or iteration == total):
             board.update.remote(cell.name, iteration, "training")
+            last_sent = now
 
     try:
         trainer.train(on_iteration=on_iteration)
@@ -88,6 +96,9 @@ def _train(cell: Cell, state: str, board: Any) -> int:
         trainer.close()
     return trainer.iteration
 
+
+# How often a run tells the board its iteration (the driver polls every 0.5 s).
+PROGRESS_EVERY_S = 0.5
 
 # A killed sweep's tasks die a few seconds after their driver, and hold their runs' locks
 # until then: a sweep started again at once waits this long for them.

@@ -32,7 +32,7 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def ray_instance():
     """One local Ray instance (2 CPUs) for the module, shut down after it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
