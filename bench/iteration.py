@@ -205,13 +205,11 @@ def parse_setting(setting: str) -> tuple[list[str], dict[str, str]]:
     return sets, env
 
 
-def run_cell(
-    family: str, agent: str, setting: str, extra: list[str], iterations: int = 1
-) -> dict[str, Any]:
-    """One warm-up and ``iterations`` timed iterations under ``setting``, in a fresh subprocess."""
+def run_cell(family: str, agent: str, setting: str, extra: list[str]) -> dict[str, Any]:
+    """One warm-up and one timed iteration under ``setting``, in a fresh subprocess."""
     sets, env = parse_setting(setting)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_one-cell"]
-    cmd += ["--families", family, "--agents", agent, "--iterations", str(iterations)]
+    cmd += ["--families", family, "--agents", agent, "--iterations", "1"]
     for pair in [*extra, *sets]:
         cmd += ["--set", pair]
     done = subprocess.run(
@@ -300,8 +298,6 @@ def print_threads(
 
 def threads_mode(args: argparse.Namespace) -> None:
     """The thread table of every family x agent given (default: navigation-2d, maml)."""
-    for setting in args.thread_settings:
-        parse_setting(setting)  # fail on a malformed setting before measuring anything
     for family in args.families:
         for agent in args.agents:
             print(f"\n{family}, {agent}: thread settings {', '.join(args.thread_settings)}")
@@ -337,11 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be at least 1")
-    for setting in args.compare or []:
-        try:
-            parse_setting(setting)
-        except SystemExit as err:
-            parser.error(str(err))
+    # Fail on a malformed setting before measuring anything.
+    for setting in args.thread_settings if args.threads_mode else args.compare or []:
+        parse_setting(setting)
     threads = args.threads_mode
     args.families = args.families or (["navigation-2d"] if threads else FAMILIES)
     args.agents = args.agents or (["maml"] if threads else AGENTS)

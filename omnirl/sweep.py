@@ -72,7 +72,6 @@ def run_cell(cell: Cell, evaluate: EvalSpec | None, board: Any = None) -> dict[s
 def _train(cell: Cell, state: str, board: Any) -> int:
     from omnirl import registry
 
-    total = cell.cfg.iterations
     trainer_class = registry.kind_of(cell.cfg.family).load("trainer")
     if state == "unfinished":
         trainer = trainer_class.resume(cell.run_dir, cell.cfg.iterations)
@@ -83,10 +82,11 @@ def _train(cell: Cell, state: str, board: Any) -> int:
 
     def on_iteration(iteration: int, metrics: dict[str, float]) -> None:
         # At most one message per PROGRESS_EVERY_S: a sinusoid step takes milliseconds, and a
-        # message per step kept the board actor at a fifth of a core.
+        # message per step kept the board actor at a fifth of a core. The last iteration need
+        # not be sent: run_cell reports it with "evaluating" or "done" as soon as this returns.
         nonlocal last_sent
         now = time.monotonic()
-        if board is not None and (now - last_sent >= PROGRESS_EVERY_S or iteration == total):
+        if board is not None and now - last_sent >= PROGRESS_EVERY_S:
             board.update.remote(cell.name, iteration, "training")
             last_sent = now
 

@@ -95,7 +95,7 @@ def test_libgomp_spins_briefly_unless_the_user_says_otherwise():
 
 
 _REFAULTS = """
-import resource, sys
+import resource
 import numpy as np
 import omnirl
 
