@@ -7,10 +7,10 @@ Run: ``python results/by_task.py FIELD EDGES A B RUN...``, e.g. ::
 
 Every RUN is an evaluated run folder (its ``eval.json``) of agent A or B; runs of the same agent
 are its seeds, and all must share the test tasks (same split, seed and count), which is checked.
-Prints a markdown table: per bin of the scalar task field FIELD (edges EDGES, the last bin
-closed), the number of tasks, each agent's mean return over seeds x tasks after 0, 1 and the
-last step, the paired mean A − B after every step, and each seed's A − B after one step (seeds
-paired in sorted order of their folders).
+Prints a markdown table: per bin of the task field FIELD (a vector field by its norm; edges
+EDGES, the last bin closed), the number of tasks, each agent's mean return over seeds x tasks
+after 0, 1 and the last step, the paired mean A − B after every step, and each seed's A − B
+after one step (seeds paired in sorted order of their folders).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def load(runs: list[Path], agents: tuple[str, str]) -> tuple[list[dict], dict[st
 def main(field: str, edges: list[float], agents: tuple[str, str], runs: list[Path]) -> None:
     """Print the binned table (see the module docstring)."""
     tasks, returns = load(runs, agents)
-    values = np.array([float(t[field]) for t in tasks])
+    # A vector field (a goal) is binned by its Euclidean norm.
+    values = np.array([float(np.linalg.norm(t[field])) for t in tasks])
     a, b = (returns[name] for name in agents)
     steps = a.shape[2]
     diff = a - b
