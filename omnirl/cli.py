@@ -88,7 +88,9 @@ def _show_family(name: str, samples: int, seed: int) -> None:
     console.print(f"  horizon: {fam.horizon}")
     say("\n".join(f"  split    {s}: {d} ({n})" for s, d, n in fam.tasks.describe_splits()))
     for task in fam.tasks.sample(samples, np.random.default_rng(seed)):
-        say(f"  e.g.     {json.dumps(task)}")
+        # Rounded, so that examples with physics arrays stay readable (and still paste as tasks).
+        rounded = json.loads(json.dumps(task), parse_float=lambda x: round(float(x), 3))
+        say(f"  e.g.     {json.dumps(rounded)}")
 
 
 # --------------------------------------------------------------------------------- train

@@ -1,5 +1,6 @@
 """The command line, through Typer's runner and as a real subprocess."""
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,20 @@ def test_list_one_family_by_name_or_id_samples_valid_tasks():
         result = runner.invoke(app, ["list", key, "--samples", "2", "--seed", "1"])
         assert result.exit_code == 0, result.output
         assert result.output.count('{"velocity":') == 2
+
+
+def test_list_rounds_the_examples_of_a_physics_family_and_they_stay_valid_tasks():
+    from omnirl import registry
+
+    result = runner.invoke(app, ["list", "halfcheetah-vel-domains", "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    lines = [line.split("e.g.", 1)[1] for line in result.output.splitlines() if "e.g." in line]
+    assert len(lines) == 3
+    tasks = registry.get_family("halfcheetah-vel-domains").tasks
+    for line in lines:
+        task = json.loads(line)
+        assert len(str(task["body_mass"][0]).split(".")[1]) <= 3
+        tasks.validate(task)  # raises on an out-of-range value
 
 
 def test_unknown_family_is_one_clear_line_and_exit_code_2():
