@@ -4,10 +4,11 @@ The grid and its run folders are :mod:`omnirl.sweep_spec`'s. Each run that still
 one Ray task given ``num_cpus`` CPUs, with torch, BLAS and physics threads to match
 (:func:`omnirl.cluster.task_options`). A task trains its run (a new one, or resumed from
 ``latest.pt`` bit for bit), then evaluates it into its own folder (``eval.json``, as ``omnirl
-evaluate RUN`` does). Re-running a sweep skips what is done: finished runs are not touched and
-an evaluation of the current checkpoint is not redone. A failing run is reported and the others
-go on. A killed sweep (even SIGKILL) loses at most the iteration each run was in. At the end the
-sweep folder gets the aggregates over seeds (:mod:`omnirl.aggregate`).
+evaluate RUN`` does; ``eval-<split>.json`` for each other split the spec names). Re-running a
+sweep skips what is done: finished runs are not touched and an evaluation of the current
+checkpoint is not redone. A failing run is reported and the others go on. A killed sweep (even
+SIGKILL) loses at most the iteration each run was in. At the end the sweep folder gets the
+aggregates over seeds (:mod:`omnirl.aggregate`).
 
 The driver needs the run folders on a file system the workers write to (one machine, or a
 cluster's shared file system), as Ray Tune's ``storage_path`` does.
@@ -129,7 +130,7 @@ def wait_until_free(run_dir: Path) -> None:
 
 
 def _evaluate(cell: Cell, spec: EvalSpec) -> float | None:
-    """Evaluate the run into its own folder (unless already done); the last step's mean."""
+    """Evaluate the run on each split into its own folder (unless done); the first split's mean."""
     import json
 
     from omnirl.options import EvaluateOptions
@@ -140,16 +141,19 @@ def _evaluate(cell: Cell, spec: EvalSpec) -> float | None:
     if not evaluated(cell, spec):
         from omnirl.evaluation import evaluate_report
 
-        options = EvaluateOptions(
-            tasks=spec.tasks,
-            steps=spec.steps,
-            episodes=spec.episodes,
-            seed=spec.seed,
-            checkpoint=spec.checkpoint,
-        )
-        write_report(evaluate_report([cell.run_dir], options))
-    payload = json.loads((cell.run_dir / "eval.json").read_text())
-    return float(payload["runs"][0]["mean"][-1])
+        for split in spec.splits:
+            options = EvaluateOptions(
+                tasks=spec.tasks,
+                steps=spec.steps,
+                episodes=spec.episodes,
+                seed=spec.seed,
+                checkpoint=spec.checkpoint,
+                split=split,
+            )
+            write_report(evaluate_report([cell.run_dir], options))
+    first = spec.splits[0]
+    path = cell.run_dir / ("eval.json" if first == "test" else f"eval-{first}.json")
+    return float(json.loads(path.read_text())["runs"][0]["mean"][-1])
 
 
 @dataclass

@@ -41,7 +41,7 @@ EXECUTION_KEYS = (
 SPEC_KEYS = (
     "name families agents seeds iterations set variants num_cpus evaluate out reference".split()
 )
-EVALUATE_KEYS = ("tasks", "steps", "episodes", "seed", "checkpoint")
+EVALUATE_KEYS = ("tasks", "steps", "episodes", "seed", "checkpoint", "splits")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class EvalSpec:
     episodes: int = 20
     seed: int = 1000
     checkpoint: str = "best"
+    splits: tuple[str, ...] = ("test",)  # RL task splits; test -> eval.json, X -> eval-X.json
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ class SweepSpec:
             "set": list(self.overrides),
             "variants": [{"tag": v.tag, "set": list(v.overrides)} for v in self.variants],
             "num_cpus": self.num_cpus,
-            "evaluate": None if self.evaluate is None else asdict(self.evaluate),
+            "evaluate": None
+            if self.evaluate is None
+            else {**asdict(self.evaluate), "splits": list(self.evaluate.splits)},
             "reference": self.reference,
             "out": str(self.folder),
         }
@@ -197,7 +200,11 @@ def _evaluate(value: Any, where: str) -> EvalSpec | None:
         return EvalSpec()
     if not isinstance(value, dict) or set(value) - set(EVALUATE_KEYS):
         raise ConfigError(f"{where}: 'evaluate' takes {', '.join(EVALUATE_KEYS)} (or false)")
-    spec = EvalSpec(**value)
+    splits = value.get("splits", ["test"])
+    splits = [splits] if isinstance(splits, str) else splits
+    if not isinstance(splits, list) or not splits or len(set(map(str, splits))) != len(splits):
+        raise ConfigError(f"{where}: evaluate.splits takes distinct split names, e.g. [test, val]")
+    spec = EvalSpec(**{**value, "splits": tuple(map(str, splits))})
     for key in ("tasks", "episodes"):
         _positive(getattr(spec, key), f"evaluate.{key}", where)
     if (
@@ -287,6 +294,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
                         raise ConfigError(
                             f"sweep cell {source} {agent} seed {seed}: {exc}"
                         ) from None
+                    _check_splits(spec.evaluate, cfg.family)
                     name = f"{cfg.family}-{agent}-{seed}" + (
                         f"-{variant.tag}" if variant.tag else ""
                     )
@@ -296,6 +304,20 @@ def expand(spec: SweepSpec) -> list[Cell]:
     if twice:
         raise ConfigError(f"two sweep cells would share the run folder {twice[0]}")
     return cells
+
+
+def _check_splits(evaluate: EvalSpec | None, family_name: str) -> None:
+    """Refuse evaluation splits an RL family does not declare (supervised runs have none)."""
+    if evaluate is None or registry.kind_of(family_name).name != "rl":
+        return
+    from omnirl.evaluation import check_split
+    from omnirl.options import OptionError
+
+    for split in evaluate.splits:
+        try:
+            check_split(registry.get_family(family_name), split)
+        except OptionError as exc:
+            raise ConfigError(f"evaluate.splits: {exc}") from None
 
 
 def conflict(cell: Cell) -> str | None:
@@ -329,20 +351,26 @@ def cell_state(cell: Cell) -> tuple[str, int]:
 
 
 def evaluated(cell: Cell, spec: EvalSpec) -> bool:
-    """Whether the cell's ``eval.json`` is this evaluation of its current checkpoint."""
+    """Whether every split's evaluation file is this spec's, of the current checkpoint."""
     import json
 
     from omnirl import checkpoint
 
-    path = cell.run_dir / "eval.json"
-    if not path.is_file():
-        return False
     try:
-        payload = json.loads(path.read_text())
-        [entry] = [r for r in payload["runs"] if Path(r["run"]).name == cell.name]
         which, _ = checkpoint.run_checkpoint(cell.run_dir, spec.checkpoint)
         now = int(checkpoint.load(which)["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    same = [len(payload["tasks"]), payload["steps"], payload["episodes"], payload["seed"]]
-    return same == [spec.tasks, spec.steps, spec.episodes, spec.seed] and entry["iteration"] == now
+    for split in spec.splits:
+        path = cell.run_dir / ("eval.json" if split == "test" else f"eval-{split}.json")
+        try:
+            payload = json.loads(path.read_text())
+            [entry] = [r for r in payload["runs"] if Path(r["run"]).name == cell.name]
+            same = [len(payload["tasks"]), payload["steps"], payload["episodes"], payload["seed"]]
+            split_of = payload.get("split", "test")
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        wanted = [spec.tasks, spec.steps, spec.episodes, spec.seed]
+        if same != wanted or split_of != split or entry["iteration"] != now:
+            return False
+    return True

@@ -251,6 +251,26 @@ def evaluation_of(run):
     return [r["returns"] for r in payload["runs"]]
 
 
+def test_a_sweep_evaluates_each_split_of_its_spec_once(ray_instance, tmp_path):
+    from omnirl.sweep import run_sweep
+    from omnirl.sweep_spec import load_spec
+
+    spec = tmp_path / "splits.yaml"
+    spec.write_text(
+        "families: [smoke-navigation-2d]\nagents: [maml]\niterations: 2\n"
+        "evaluate: {tasks: 3, steps: 1, episodes: 2, checkpoint: latest,"
+        " splits: [test, ood-goal]}\n"
+    )
+    run_sweep(load_spec(str(spec), out=str(tmp_path / "sweep")))
+    run = tmp_path / "sweep" / "navigation-2d-maml-0"
+    test, ood = (json.loads((run / f).read_text()) for f in ("eval.json", "eval-ood-goal.json"))
+    assert (test["split"], ood["split"]) == ("test", "ood-goal")
+    assert test["tasks"] != ood["tasks"]  # the out-of-distribution goals are other tasks
+    before = files_of(run)
+    run_sweep(load_spec(str(spec), out=str(tmp_path / "sweep")))  # done: nothing is redone
+    assert files_of(run) == before
+
+
 def test_a_sweep_reports_a_failing_run_and_finishes_the_others(ray_instance, tmp_path):
     from omnirl.sweep import failed, run_sweep
     from omnirl.sweep_spec import expand, load_spec
@@ -316,6 +336,14 @@ def test_the_grid_and_its_folder_names(tmp_path):
         ("families: [smoke-navigation-2d]\nagents: [mamll]\n", "'agent' = 'mamll'"),
         ("families: [smoke-navigation-2d]\nagents: [maml]\nseeds: [0, 0]\n", "distinct"),
         ("agents: [maml]\n", "needs families and agents"),
+        (
+            "families: [smoke-navigation-2d]\nagents: [maml]\nevaluate: {splits: [ood-velocity]}\n",
+            "unknown split 'ood-velocity' of navigation-2d",
+        ),
+        (
+            "families: [smoke-navigation-2d]\nagents: [maml]\nevaluate: {splits: [test, test]}\n",
+            "evaluate.splits takes distinct split names",
+        ),
     ],
 )
 def test_bad_specs_are_one_line(tmp_path, text, message):
