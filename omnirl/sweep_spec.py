@@ -308,7 +308,11 @@ def expand(spec: SweepSpec) -> list[Cell]:
 
 def _check_splits(evaluate: EvalSpec | None, family_name: str) -> None:
     """Refuse evaluation splits an RL family does not declare (supervised runs have none)."""
-    if evaluate is None or registry.kind_of(family_name).name != "rl":
+    if evaluate is None:
+        return
+    if registry.kind_of(family_name).name != "rl":
+        if evaluate.splits != ("test",):
+            raise ConfigError(f"evaluate.splits: {family_name} runs have no task splits")
         return
     from omnirl.evaluation import check_split
     from omnirl.options import OptionError

@@ -344,6 +344,10 @@ def test_the_grid_and_its_folder_names(tmp_path):
             "families: [smoke-navigation-2d]\nagents: [maml]\nevaluate: {splits: [test, test]}\n",
             "evaluate.splits takes distinct split names",
         ),
+        (
+            "families: [smoke-sinusoid]\nagents: [maml]\nevaluate: {splits: [val]}\n",
+            "sinusoid runs have no task splits",
+        ),
     ],
 )
 def test_bad_specs_are_one_line(tmp_path, text, message):
