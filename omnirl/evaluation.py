@@ -130,6 +130,14 @@ def sample_test_tasks(
     return family.tasks.sample(num_tasks, stream(seed, *keys), split)
 
 
+def eval_stem(split: str) -> str:
+    """The evaluation files' name in a run folder: ``eval``, or ``eval-<split>`` off the test split.
+
+    A split's files never overwrite the test split's.
+    """
+    return "eval" if split == "test" else f"eval-{split}"
+
+
 def check_split(family: Any, split: str) -> None:
     """Refuse a ``--split`` that ``family`` does not declare, or ``train``.
 
@@ -328,7 +336,7 @@ def evaluate_report(
     ]
     # Evaluation always uses the family's horizon; the paper also used 20 episodes per step.
     figure = return_plot(payload, published=episodes == 20 and split == "test")
-    stem = "eval" if split == "test" else f"eval-{split}"  # a split never overwrites test's
+    stem = eval_stem(split)
     return Report(
         f"{payload['family']}: mean return ± 95% CI on {tasks} {split} tasks",
         ["run", *(f"{s} step{'s' if s != 1 else ''}" for s in range(steps + 1))],

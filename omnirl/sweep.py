@@ -25,7 +25,15 @@ from typing import Any
 from omnirl import cluster
 from omnirl.files import write_atomic
 from omnirl.report import Report
-from omnirl.sweep_spec import Cell, EvalSpec, SweepSpec, cell_state, evaluated, expand
+from omnirl.sweep_spec import (
+    Cell,
+    EvalSpec,
+    SweepSpec,
+    cell_state,
+    evaluated,
+    expand,
+    pending_splits,
+)
 
 # (run name, iteration, iterations, what it is doing), for every run of the sweep.
 Progress = dict[str, tuple[int, int, str]]
@@ -138,21 +146,19 @@ def _evaluate(cell: Cell, spec: EvalSpec) -> float | None:
 
     if cell.kind != "rl":
         return None  # the supervised kinds' evaluations have their own forms
-    if not evaluated(cell, spec):
-        from omnirl.evaluation import evaluate_report
+    from omnirl.evaluation import eval_stem, evaluate_report
 
-        for split in spec.splits:
-            options = EvaluateOptions(
-                tasks=spec.tasks,
-                steps=spec.steps,
-                episodes=spec.episodes,
-                seed=spec.seed,
-                checkpoint=spec.checkpoint,
-                split=split,
-            )
-            write_report(evaluate_report([cell.run_dir], options))
-    first = spec.splits[0]
-    path = cell.run_dir / ("eval.json" if first == "test" else f"eval-{first}.json")
+    for split in pending_splits(cell, spec):  # a split already evaluated is not redone
+        options = EvaluateOptions(
+            tasks=spec.tasks,
+            steps=spec.steps,
+            episodes=spec.episodes,
+            seed=spec.seed,
+            checkpoint=spec.checkpoint,
+            split=split,
+        )
+        write_report(evaluate_report([cell.run_dir], options))
+    path = cell.run_dir / f"{eval_stem(spec.splits[0])}.json"
     return float(json.loads(path.read_text())["runs"][0]["mean"][-1])
 
 

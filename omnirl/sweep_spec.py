@@ -354,27 +354,34 @@ def cell_state(cell: Cell) -> tuple[str, int]:
     return ("finished" if done else "unfinished"), iteration
 
 
-def evaluated(cell: Cell, spec: EvalSpec) -> bool:
-    """Whether every split's evaluation file is this spec's, of the current checkpoint."""
+def pending_splits(cell: Cell, spec: EvalSpec) -> list[str]:
+    """The spec's splits whose evaluation file is not this spec's, of the current checkpoint."""
     import json
 
     from omnirl import checkpoint
+    from omnirl.evaluation import eval_stem
 
     try:
         which, _ = checkpoint.run_checkpoint(cell.run_dir, spec.checkpoint)
         now = int(checkpoint.load(which)["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return list(spec.splits)
+    wanted = [spec.tasks, spec.steps, spec.episodes, spec.seed]
+    pending = []
     for split in spec.splits:
-        path = cell.run_dir / ("eval.json" if split == "test" else f"eval-{split}.json")
         try:
-            payload = json.loads(path.read_text())
+            payload = json.loads((cell.run_dir / f"{eval_stem(split)}.json").read_text())
             [entry] = [r for r in payload["runs"] if Path(r["run"]).name == cell.name]
             same = [len(payload["tasks"]), payload["steps"], payload["episodes"], payload["seed"]]
-            split_of = payload.get("split", "test")
+            done = same == wanted and payload.get("split", "test") == split
+            done = done and entry["iteration"] == now
         except (OSError, ValueError, KeyError, TypeError):
-            return False
-        wanted = [spec.tasks, spec.steps, spec.episodes, spec.seed]
-        if same != wanted or split_of != split or entry["iteration"] != now:
-            return False
-    return True
+            done = False
+        if not done:
+            pending.append(split)
+    return pending
+
+
+def evaluated(cell: Cell, spec: EvalSpec) -> bool:
+    """Whether every split's evaluation file is this spec's, of the current checkpoint."""
+    return not pending_splits(cell, spec)
