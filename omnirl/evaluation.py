@@ -131,10 +131,7 @@ def sample_test_tasks(
 
 
 def eval_stem(split: str) -> str:
-    """The evaluation files' name in a run folder: ``eval``, or ``eval-<split>`` off the test split.
-
-    A split's files never overwrite the test split's.
-    """
+    """Evaluation files' name: ``eval`` (test), ``eval-<split>`` (never overwriting test's)."""
     return "eval" if split == "test" else f"eval-{split}"
 
 
