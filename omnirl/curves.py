@@ -133,12 +133,12 @@ def curves_figure(curves: dict[str, dict[str, Any]], reference: str = "maml") ->
             ax.set(xlabel="env steps (training)", ylabel="quick evaluation return after 1 step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        axes[0][column].set_title(f"{family}: learning (mean over seeds, 95% CI)")
+        axes[0][column].set_title(f"{family}: learning\n(mean over seeds, 95% CI)", fontsize=10)
         ref = labels.get(reference)
         if ref is not None:
             low, high = min(ref["mean"]), max(ref["mean"])
             margin = 0.25 * (high - low) + 1e-6
             axes[1][column].set_ylim(low - margin, high + margin)
-            axes[1][column].set_title(f"{family}: zoomed to {reference}'s range")
+            axes[1][column].set_title(f"{family}:\nzoomed to {reference}'s range", fontsize=10)
     fig.tight_layout()
     return figure_bytes(fig)
