@@ -1,12 +1,15 @@
 """Where on the task distribution one agent leads another: evaluated runs binned by a task field.
 
-Run: ``python results/by_task.py FIELD EDGES A B RUN...``, e.g. ::
+Run: ``python results/by_task.py [--split S] FIELD EDGES A B RUN...``, e.g. ::
 
     cd results/sweeps/paper
     python ../../by_task.py velocity 0,0.5,1,1.5,2 omni maml halfcheetah-vel-{omni,maml}-?
+    python ../../by_task.py --split ood-velocity velocity 2,2.5,3 omni maml \
+        halfcheetah-vel-domains-{omni,maml}-?
 
-Every RUN is an evaluated run folder (its ``eval.json``) of agent A or B; runs of the same agent
-are its seeds, and all must share the test tasks (same split, seed and count), which is checked.
+Every RUN is an evaluated run folder (its ``eval.json``, or with ``--split`` the evaluation of
+that split) of agent A or B; runs of the same agent are its seeds, and all must share the test
+tasks (same split, seed and count), which is checked.
 Prints a markdown table: per bin of the task field FIELD (a vector field by its norm; edges
 EDGES, the last bin closed), the number of tasks, each agent's mean return over seeds x tasks
 after 0, 1 and the last step, the paired mean A − B after every step, and each seed's A − B
@@ -21,12 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from omnirl.evaluation import eval_stem
 
-def load(runs: list[Path], agents: tuple[str, str]) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The shared test tasks, and per agent its returns as a (seeds, tasks, steps) array."""
+
+def load(
+    runs: list[Path], agents: tuple[str, str], split: str = "test"
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The shared tasks of ``split``, and per agent its returns as a (seeds, tasks, steps) array."""
     first, returns = None, {a: [] for a in agents}
     for run in sorted(runs):
-        data = json.loads((run / "eval.json").read_text())
+        data = json.loads((run / f"{eval_stem(split)}.json").read_text())
         key = (data["split"], data["seed"], data["tasks"])
         first = first or key
         if key != first:
@@ -40,9 +47,11 @@ def load(runs: list[Path], agents: tuple[str, str]) -> tuple[list[dict], dict[st
     return first[2], {a: np.stack(r) for a, r in returns.items()}
 
 
-def main(field: str, edges: list[float], agents: tuple[str, str], runs: list[Path]) -> None:
+def main(
+    field: str, edges: list[float], agents: tuple[str, str], runs: list[Path], split: str = "test"
+) -> None:
     """Print the binned table (see the module docstring)."""
-    tasks, returns = load(runs, agents)
+    tasks, returns = load(runs, agents, split)
     # A vector field (a goal) is binned by its Euclidean norm.
     values = np.array([float(np.linalg.norm(t[field])) for t in tasks])
     a, b = (returns[name] for name in agents)
@@ -68,11 +77,16 @@ def main(field: str, edges: list[float], agents: tuple[str, str], runs: list[Pat
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 6:
+    args = sys.argv[1:]
+    split = "test"
+    if args[:1] == ["--split"] and len(args) > 1:
+        split, args = args[1], args[2:]
+    if len(args) < 5:
         raise SystemExit(__doc__)
     main(
-        sys.argv[1],
-        [float(x) for x in sys.argv[2].split(",")],
-        (sys.argv[3], sys.argv[4]),
-        [Path(p) for p in sys.argv[5:]],
+        args[0],
+        [float(x) for x in args[1].split(",")],
+        (args[2], args[3]),
+        [Path(p) for p in args[4:]],
+        split,
     )
