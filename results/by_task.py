@@ -10,7 +10,8 @@ Run: ``python results/by_task.py [--split S] FIELD EDGES A B RUN...``, e.g. ::
 Every RUN is an evaluated run folder (its ``eval.json``, or with ``--split`` the evaluation of
 that split) of agent A or B; runs of the same agent are its seeds, and all must share the test
 tasks (same split, seed and count), which is checked.
-Prints a markdown table: per bin of the task field FIELD (a vector field by its norm; edges
+Prints a markdown table: per bin of the task field FIELD (a vector field by its norm, a scalar
+one by its signed value, so HalfCheetahDir's direction -1 and +1 fall in different bins; edges
 EDGES, the last bin closed), the number of tasks, each agent's mean return over seeds x tasks
 after 0, 1 and the last step, the paired mean A − B after every step, and each seed's A − B
 after one step (seeds paired in sorted order of their folders).
@@ -47,13 +48,19 @@ def load(
     return first[2], {a: np.stack(r) for a, r in returns.items()}
 
 
+def _scalar(value: float | list[float]) -> float:
+    """A task field as one number: a scalar as it is, a vector by its norm."""
+    return float(np.linalg.norm(value)) if np.ndim(value) else float(value)
+
+
 def main(
     field: str, edges: list[float], agents: tuple[str, str], runs: list[Path], split: str = "test"
 ) -> None:
     """Print the binned table (see the module docstring)."""
     tasks, returns = load(runs, agents, split)
-    # A vector field (a goal) is binned by its Euclidean norm.
-    values = np.array([float(np.linalg.norm(t[field])) for t in tasks])
+    # A vector field (a goal) is binned by its Euclidean norm; a scalar one (a velocity, a
+    # direction) by its value, sign included.
+    values = np.array([_scalar(t[field]) for t in tasks])
     a, b = (returns[name] for name in agents)
     steps = a.shape[2]
     diff = a - b
