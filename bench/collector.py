@@ -34,6 +34,9 @@ Physics domains (halfcheetah-vel-domains, walker2d-rand-params, hopper-rand-para
   simulation of the batch has its own masses, inertias, damping and friction);
 - omnirl, one shared model: the same collector on tasks with unit physics (never expanded);
 - gymnasium SyncVectorEnv of the same env with the same random domains, policy in the loop;
+- for Walker2d and Hopper, whose episodes end early: the same collector stepping the finished
+  sub-envs on until the last episode ends (its behaviour before the step mask), with the ratio;
+  the policy is the untrained one, so the episodes end within a few dozen steps;
 - the physics share of a single env's step (``mj_step`` alone against ``env.step``, median of
   5 runs): for Walker2d and Hopper the physics is most of a step's cost, so on C cores the
   native env can be at most about C / share times faster than one process stepping the same envs.
@@ -51,6 +54,7 @@ import mujoco
 import numpy as np
 import torch
 
+import omnirl.collector as collector_module
 import omnirl.envs  # noqa: F401  (registers the families)
 from omnirl.agents import GaussianMLPPolicy
 from omnirl.collector import Collector
@@ -97,17 +101,34 @@ def sample(policy: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------- runners
 def collector_run(
-    stack: ExitStack, env_id: str, policy, tasks: list, episodes: int, seed: int
+    stack: ExitStack,
+    env_id: str,
+    policy,
+    tasks: list,
+    episodes: int,
+    seed: int,
+    step_finished: bool = False,
 ) -> tuple[Run, Collector]:
-    """``Collector.collect`` of ``tasks`` x ``episodes`` sub-envs, the whole call timed."""
+    """``Collector.collect`` of ``tasks`` x ``episodes`` sub-envs, the whole call timed.
+
+    ``step_finished``: step every sub-env until the last episode ends, as the collector did
+    before it passed its running episodes as the step mask (for the side-by-side figure).
+    """
     collector = stack.enter_context(Collector(env_id, seed=seed))
 
     def run(horizon: int) -> float:
-        start = time.perf_counter()
-        [batch] = collector.collect(policy, tasks, episodes, horizon=horizon, seed=seed)
-        elapsed = time.perf_counter() - start
-        # Steps executed, counted as the other loops count them (sub-envs x steps run),
-        # including steps of sub-envs whose episode already ended.
+        saved = collector_module.steps_masked
+        if step_finished:
+            collector_module.steps_masked = lambda env: False
+        try:
+            start = time.perf_counter()
+            [batch] = collector.collect(policy, tasks, episodes, horizon=horizon, seed=seed)
+            elapsed = time.perf_counter() - start
+        finally:
+            collector_module.steps_masked = saved
+        # Counted as the other loops count them: sub-envs x steps run, including the steps of
+        # sub-envs whose episode already ended (which the collector skips), so every runner's
+        # figure is the same count over its time to collect the same episodes.
         return batch.valid_TN.any(dim=1).sum().item() * batch.valid_TN.shape[1] / elapsed
 
     run(2)  # warm-up: builds the vector env
@@ -330,6 +351,10 @@ def physics_share(env_id: str, task: dict, steps: int, seed: int) -> float:
     return physics / full
 
 
+# Families whose episodes end early: the step mask spares the physics of finished sub-envs.
+TERMINATING = ("walker2d-rand-params", "hopper-rand-params")
+
+
 def bench_domains(args: argparse.Namespace, name: str) -> dict[str, list[float]]:
     family = get_family(name)
     tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
@@ -352,6 +377,10 @@ def bench_domains(args: argparse.Namespace, name: str) -> dict[str, list[float]]
                 gymnasium_run(stack, sync, policy, args.seed)
             ),
         }
+        if name in TERMINATING:
+            runs[f"omnirl Collector, finished sub-envs stepped on ({num_envs} sub-envs)"] = (
+                collector_run(stack, env_id, policy, tasks, k, args.seed, step_finished=True)[0]
+            )
         return alternate(runs, args.horizon, args.repeats)
 
 
@@ -360,13 +389,15 @@ def report_domains(args: argparse.Namespace) -> None:
         rates = bench_domains(args, name)
         size = f"{args.tasks} tasks x {args.episodes} episodes x H = {args.horizon}"
         print_table(f"{name}, {size}, median of {args.repeats} alternating repeats", rates)
-        random, shared, sync = medians(rates).values()
+        random, shared, sync, *unmasked = medians(rates).values()
         family = get_family(name)
         tasks = family.tasks.sample(args.tasks, np.random.default_rng(args.seed))
         shares = [physics_share(family.env_id, tasks[r % len(tasks)], 2000, r) for r in range(5)]
         print(f"\nrandom domains / shared model = {random / shared:.2f}  (target >= 0.9)")
         print(f"omnirl / SyncVectorEnv        = {random / sync:.1f}  (target >= 3)")
         print(f"physics share of a single env step = {float(np.median(shares)):.0%}")
+        if unmasked:
+            print(f"finished sub-envs skipped / stepped on = {random / unmasked[0]:.2f}")
 
 
 def main() -> None:

@@ -82,6 +82,11 @@ class TaskEnvMixin:
         raise NotImplementedError
 
 
+def steps_masked(env: Any) -> bool:
+    """Whether ``env.step`` takes ``mask=`` (omnirl's native vector envs; not Gymnasium's)."""
+    return isinstance(env.unwrapped, TaskVectorEnv)
+
+
 class TaskVectorEnv(VectorEnv):
     """A native vector env with the task API: per-sub-env tasks, seeds, step counters, autoreset.
 
@@ -193,18 +198,39 @@ class TaskVectorEnv(VectorEnv):
         self._reset_ids(ids)
         return self._obs.copy(), {}
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Step every sub-env; those that ended on the previous step reset instead (NEXT_STEP)."""
+    def step(
+        self, actions: Any, mask: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every sub-env; those that ended on the previous step reset instead (NEXT_STEP).
+
+        Args:
+            actions: ``(N, A)`` actions (rows of sub-envs left out by ``mask`` are ignored).
+            mask: ``(N,)`` bools, step only these sub-envs (envpool's ``env_id``). The others
+                cost no physics and keep their state, step counter and pending autoreset; they
+                report their last observation, reward 0 and neither terminated nor truncated.
+                A collector passes the sub-envs whose episodes are still running, so an early
+                termination (Hopper, Walker2d) does not keep a finished sub-env stepping.
+        """
         clipped = check_actions(actions, self.single_action_space, self.num_envs)
-        to_reset = self._autoreset.copy()
+        active = np.ones(self.num_envs, dtype=bool)
+        if mask is not None:
+            active = np.asarray(mask, dtype=bool)
+            if active.shape != (self.num_envs,):
+                raise ValueError(f"mask must have shape ({self.num_envs},), got {active.shape}")
+        to_reset = self._autoreset & active
         if self.autoreset_mode is AutoresetMode.DISABLED and to_reset.any():
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(to_reset)[:8].tolist()} ended; with autoreset disabled, "
                 "reset them with options={'reset_mask': ...} before stepping"
             )
-        stepping = None if not to_reset.any() else np.flatnonzero(~to_reset)
-        rewards, terminated = self._step_envs(clipped, stepping)
-        self._elapsed += 1
+        stepping_N = active & ~to_reset
+        if stepping_N.all():
+            rewards, terminated = self._step_envs(clipped, None)
+        elif stepping_N.any():
+            rewards, terminated = self._step_envs(clipped, np.flatnonzero(stepping_N))
+        else:  # nothing to simulate: every active sub-env resets below
+            rewards, terminated = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=bool)
+        self._elapsed[active] += 1
         truncated = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps is not None:
             truncated = self._elapsed >= self.max_episode_steps
@@ -212,14 +238,16 @@ class TaskVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         if to_reset.any():
             self._reset_ids(np.flatnonzero(to_reset))
-            rewards[to_reset] = 0.0
-            terminated[to_reset] = truncated[to_reset] = False
+        idle = to_reset | ~active  # stepped no physics this call
+        if idle.any():
+            rewards[idle] = 0.0
+            terminated[idle] = truncated[idle] = False
         done = terminated | truncated
         if self.autoreset_mode is AutoresetMode.SAME_STEP and done.any():
             infos = {"final_obs": self._obs.copy(), "_final_obs": done.copy()}
             self._reset_ids(np.flatnonzero(done))
         else:
-            self._autoreset = done
+            self._autoreset = np.where(active, done, self._autoreset)
         return self._obs.copy(), rewards, terminated, truncated, infos
 
     def _reset_ids(self, ids: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from omnirl.envs.base import steps_masked
 from omnirl.episodes import Episodes
 from omnirl.functional import Params
 from omnirl.overlap import Part, Pipeline, split_point
@@ -264,6 +265,9 @@ class Collector:
         alive_N = np.ones(num_envs, dtype=bool)
         per_group = num_envs // len(actors)
         obs, _ = env.reset(seed=self._reset_seeds(seed, num_envs))
+        # A native vector env steps only the running episodes: with early terminations most of
+        # the batch can be finished long before the horizon, and its physics would be wasted.
+        masked = steps_masked(env)
         policy_s = env_s = 0.0
         for t in range(horizon):
             tic = time.perf_counter()
@@ -275,12 +279,15 @@ class Collector:
                 act, noise, scale = self._sample(actor, obs_NO[cols])
                 act_TNA[t, cols], noise_TNA[t, cols] = act, noise
                 scale_TNA[t, cols] = scale  # broadcasts a state-independent scale
-            if not np.isfinite(act_TNA[t]).all():
+            if not np.isfinite(act_TNA[t][alive_N]).all():
                 raise FloatingPointError(
                     f"the policy produced non-finite actions at step {t} (diverged parameters?)"
                 )
             toc = time.perf_counter()
-            obs, rew, terminated, truncated, _ = env.step(act_TNA[t])
+            if masked:
+                obs, rew, terminated, truncated, _ = env.step(act_TNA[t], mask=alive_N)
+            else:
+                obs, rew, terminated, truncated, _ = env.step(act_TNA[t])
             env_s += time.perf_counter() - toc
             policy_s += toc - tic
             rew_TN[t] = rew

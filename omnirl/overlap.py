@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from omnirl.envs.base import steps_masked
+
 
 @dataclass
 class Part:
@@ -89,16 +91,26 @@ class Pipeline:
                         return t
                 self.valid_TN[t] = self.alive_N
                 noise_NA = self.noise(t)
-                pending_a = worker.submit(a.env.step, self._actions(t, a, loc_a, noise_NA))
+                actions_a = self._actions(t, a, loc_a, noise_NA)
+                pending_a = worker.submit(self._step, a, actions_a, self._mask(a))
                 loc_b = self._policy(t, b)  # while part a's physics runs
                 actions_b = self._actions(t, b, loc_b, noise_NA)
                 self._finish(t, a, pending_a)
-                pending_b = worker.submit(b.env.step, actions_b)
+                pending_b = worker.submit(self._step, b, actions_b, self._mask(b))
                 if t + 1 < horizon:
                     loc_a = self._policy(t + 1, a)  # while part b's physics runs
             assert pending_b is not None
             self._finish(horizon - 1, b, pending_b)
         return horizon
+
+    def _mask(self, part: Part) -> np.ndarray | None:
+        # Only the part's running episodes step (as in Collector._run); copied on the main
+        # thread when the step is submitted, before _finish updates alive_N.
+        return self.alive_N[part.rows].copy() if steps_masked(part.env) else None
+
+    @staticmethod
+    def _step(part: Part, actions: np.ndarray, mask: np.ndarray | None) -> tuple:
+        return part.env.step(actions) if mask is None else part.env.step(actions, mask=mask)
 
     def _policy(self, t: int, part: Part) -> tuple[torch.Tensor, torch.Tensor]:
         tic = time.perf_counter()
@@ -112,7 +124,7 @@ class Pipeline:
         act = torch.addcmul(loc, scale, noise_NA[rows]).numpy()
         self.act_TNA[t, rows], self.noise_TNA[t, rows] = act, noise_NA[rows].numpy()
         self.scale_TNA[t, rows] = scale.numpy()
-        if not np.isfinite(self.act_TNA[t, rows]).all():
+        if not np.isfinite(self.act_TNA[t, rows][self.alive_N[rows]]).all():
             raise FloatingPointError(
                 f"the policy produced non-finite actions at step {t} (diverged parameters?)"
             )

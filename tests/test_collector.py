@@ -200,6 +200,28 @@ def test_overlapped_collector_equals_the_sequential_one_bit_for_bit(
         assert runs[True][0].valid_TN.sum() < runs[True][0].valid_TN.numel()
 
 
+def test_native_collector_steps_only_running_episodes_and_equals_the_sync_one():
+    # Hopper's episodes end early: the native vector env steps only the running ones, Gymnasium's
+    # SyncVectorEnv autoresets the finished ones and keeps stepping them; the episodes are equal.
+    from omnirl.registry import get_family
+
+    spec = get_family("hopper-rand-params")
+    policy = GaussianMLPPolicy(11, 3, (16,))
+    tasks = spec.tasks.sample(3, np.random.default_rng(2))
+    runs = {}
+    for mode in ("native", "sync"):
+        with Collector(spec.env_id, seed=4, vectorization=mode) as collector:
+            runs[mode] = [collector.collect(policy, tasks, 4, horizon=80)[0] for _ in range(2)]
+            if mode == "native":  # each sub-env stopped stepping when its episode ended
+                elapsed = collector._vector_env(12).unwrapped._elapsed
+                assert elapsed.tolist() == runs[mode][1].valid_TN.sum(0).int().tolist()
+    for native, sync in zip(runs["native"], runs["sync"], strict=True):
+        for a, b in zip(native, sync, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    lengths = runs["native"][0].valid_TN.sum(0)
+    assert lengths.min() < lengths.max() < 80  # finished episodes idled while others ran
+
+
 def test_overlapped_collection_splits_between_groups_or_into_halves_of_many_rows():
     assert not Collector("omnirl/HalfCheetahVel-v0")._parts(2, 40, 20)  # opt-in
     # Between groups; one group only into halves of enough rows for the same rounding.

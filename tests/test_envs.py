@@ -97,6 +97,50 @@ def test_native_vector_env_equals_single_envs(env_id, rng):
         np.testing.assert_array_equal(a, b)
 
 
+def test_masked_step_freezes_the_sub_envs_left_out(env_id, rng):
+    # Sub-env i is left out from step stop[i] on (as a collector leaves out finished episodes),
+    # and the rows still stepped equal an unmasked run of the same batch step for step.
+    n, steps = 4, 40
+    tasks = sample_tasks(env_id, n, rng)
+    actions = random_actions(gym.make(env_id).action_space, rng, (steps, n))
+    stop = np.array([steps, 25, 10, 0])
+    full = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point")
+    masked = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point")
+    expected = step_vector_env(full, tasks, 5, actions)
+    masked.set_attr("task", tasks)
+    last_obs = masked.reset(seed=5)[0]
+    for t in range(steps):
+        mask = t < stop
+        obs, reward, terminated, truncated, _ = masked.unwrapped.step(actions[t], mask=mask)
+        want = expected[1 + 4 * t : 5 + 4 * t]
+        for got, ref in zip((obs, reward, terminated, truncated), want, strict=True):
+            np.testing.assert_array_equal(got[mask], ref[mask])
+        np.testing.assert_array_equal(obs[~mask], last_obs[~mask])
+        assert not reward[~mask].any() and not (terminated | truncated)[~mask].any()
+        last_obs = obs
+    # A frozen sub-env resumes where it stopped: its step counter and state were kept.
+    assert masked.unwrapped._elapsed[3] == 0 and masked.unwrapped._elapsed[0] > 0
+    with pytest.raises(ValueError, match=r"mask must have shape \(4,\)"):
+        masked.unwrapped.step(actions[0], mask=[True, False])
+
+
+def test_masked_step_keeps_a_pending_autoreset():
+    env = gym.make_vec(
+        "omnirl/Navigation2D-v1", num_envs=2, vectorization_mode="vector_entry_point"
+    ).unwrapped
+    env.set_attr("task", [{"goal": [0.05, -0.05]}, {"goal": [0.5, 0.5]}])
+    env.reset(seed=0)
+    _, _, terminated, _, _ = env.step(np.array([[0.5, -0.5], [0.0, 0.0]]))
+    assert terminated.tolist() == [True, False]
+    # Left out, sub-env 0 neither resets nor moves; stepped again, it resets first (NEXT_STEP).
+    obs, reward, _, _, _ = env.step(np.ones((2, 2)), mask=[False, True])
+    np.testing.assert_allclose(obs[0], [0.05, -0.05], atol=1e-7)
+    np.testing.assert_allclose(obs[1], [0.1, 0.1], atol=1e-7)
+    obs, reward, _, _, _ = env.step(np.ones((2, 2)), mask=[True, False])
+    assert obs[0].tolist() == [0.0, 0.0] and reward.tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(obs[1], [0.1, 0.1], atol=1e-7)
+
+
 def test_navigation_termination_and_autoreset():
     env = gym.make_vec(
         "omnirl/Navigation2D-v1", num_envs=2, vectorization_mode="vector_entry_point"
