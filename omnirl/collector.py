@@ -121,7 +121,9 @@ class Collector:
     """Collects episodes of one task family with a Gaussian policy, all sub-envs in one batch.
 
     Sub-env layout for G groups, B tasks and K episodes per task: group g, task b, episode k runs
-    on sub-env ``(g*B + b)*K + k``. Every sub-env runs exactly one episode per collection.
+    on sub-env ``(g*B + b)*K + k``. Every sub-env runs exactly one episode per collection; on a
+    native vector env a sub-env whose episode ended is left out of the following steps (the
+    step mask of :meth:`omnirl.envs.base.TaskVectorEnv.step`), so it costs no physics.
 
     Args:
         env_id: Gymnasium id of a family with the task API (``sample_tasks``, ``task``).
