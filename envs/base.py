@@ -82,11 +82,6 @@ class TaskEnvMixin:
         raise NotImplementedError
 
 
-def steps_masked(env: Any) -> bool:
-    """Whether ``env.step`` takes ``mask=`` (omnirl's native vector envs; not Gymnasium's)."""
-    return isinstance(env.unwrapped, TaskVectorEnv)
-
-
 class TaskVectorEnv(VectorEnv):
     """A native vector env with the task API: per-sub-env tasks, seeds, step counters, autoreset.
 
@@ -96,6 +91,9 @@ class TaskVectorEnv(VectorEnv):
     """
 
     task_space: ClassVar[TaskSpace]
+    # ``step`` takes ``mask=`` (Gymnasium's vector envs do not); the collector, which imports
+    # no env module, looks for this flag.
+    step_mask: ClassVar[bool] = True
 
     def __init__(
         self,

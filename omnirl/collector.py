@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from omnirl.envs.base import steps_masked
 from omnirl.episodes import Episodes
 from omnirl.functional import Params
-from omnirl.overlap import Part, Pipeline, split_point
+from omnirl.overlap import Part, Pipeline, split_point, steps_masked
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

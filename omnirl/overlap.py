@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnirl.envs.base import steps_masked
+
+def steps_masked(env: Any) -> bool:
+    """Whether ``env.step`` takes ``mask=``: omnirl's native vector envs (``step_mask``)."""
+    return bool(getattr(env.unwrapped, "step_mask", False))
 
 
 @dataclass
