@@ -119,15 +119,15 @@ def collector_run(
     collector = stack.enter_context(Collector(env_id, seed=seed))
 
     def run(horizon: int) -> float:
-        saved = collector_module.steps_masked
+        saved = collector_module.step_running
         if step_finished:
-            collector_module.steps_masked = lambda env: False
+            collector_module.step_running = lambda env, actions, running: env.step(actions)
         try:
             start = time.perf_counter()
             [batch] = collector.collect(policy, tasks, episodes, horizon=horizon, seed=seed)
             elapsed = time.perf_counter() - start
         finally:
-            collector_module.steps_masked = saved
+            collector_module.step_running = saved
         # Counted as the other loops count them: sub-envs x steps run, including the steps of
         # sub-envs whose episode already ended (which the collector skips), so every runner's
         # figure is the same count over its time to collect the same episodes.

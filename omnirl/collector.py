@@ -20,7 +20,7 @@ from torch.func import functional_call, vmap
 
 from omnirl.episodes import Episodes
 from omnirl.functional import Params
-from omnirl.overlap import Part, Pipeline, split_point, steps_masked
+from omnirl.overlap import Part, Pipeline, split_point, step_running
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -121,8 +121,8 @@ class Collector:
 
     Sub-env layout for G groups, B tasks and K episodes per task: group g, task b, episode k runs
     on sub-env ``(g*B + b)*K + k``. Every sub-env runs exactly one episode per collection; on a
-    native vector env a sub-env whose episode ended is left out of the following steps (the
-    step mask of :meth:`omnirl.envs.base.TaskVectorEnv.step`), so it costs no physics.
+    native vector env a sub-env whose episode ended is left out of the following steps
+    (:func:`omnirl.overlap.step_running`), so it costs no physics.
 
     Args:
         env_id: Gymnasium id of a family with the task API (``sample_tasks``, ``task``).
@@ -266,9 +266,6 @@ class Collector:
         alive_N = np.ones(num_envs, dtype=bool)
         per_group = num_envs // len(actors)
         obs, _ = env.reset(seed=self._reset_seeds(seed, num_envs))
-        # A native vector env steps only the running episodes: with early terminations most of
-        # the batch can be finished long before the horizon, and its physics would be wasted.
-        masked = steps_masked(env)
         policy_s = env_s = 0.0
         for t in range(horizon):
             tic = time.perf_counter()
@@ -285,10 +282,9 @@ class Collector:
                     f"the policy produced non-finite actions at step {t} (diverged parameters?)"
                 )
             toc = time.perf_counter()
-            if masked:
-                obs, rew, terminated, truncated, _ = env.step(act_TNA[t], mask=alive_N)
-            else:
-                obs, rew, terminated, truncated, _ = env.step(act_TNA[t])
+            # A native vector env steps only the running episodes: with early terminations most
+            # of the batch can be finished long before the horizon, its physics wasted.
+            obs, rew, terminated, truncated, _ = step_running(env, act_TNA[t], alive_N)
             env_s += time.perf_counter() - toc
             policy_s += toc - tic
             rew_TN[t] = rew

@@ -28,9 +28,16 @@ import numpy as np
 import torch
 
 
-def steps_masked(env: Any) -> bool:
-    """Whether ``env.step`` takes ``mask=``: omnirl's native vector envs (``step_mask``)."""
-    return bool(getattr(env.unwrapped, "step_mask", False))
+def step_running(env: Any, actions: np.ndarray, running: np.ndarray) -> tuple:
+    """``env.step(actions)``, leaving out the sub-envs whose episode ended where the env can.
+
+    omnirl's native vector envs (``step_mask``) take ``mask=running`` and spend no physics on
+    finished sub-envs; Gymnasium's vector envs step (and autoreset) every sub-env. The episodes
+    collected are the same either way.
+    """
+    if getattr(env.unwrapped, "step_mask", False):
+        return env.step(actions, mask=running)
+    return env.step(actions)
 
 
 @dataclass
@@ -95,25 +102,20 @@ class Pipeline:
                 self.valid_TN[t] = self.alive_N
                 noise_NA = self.noise(t)
                 actions_a = self._actions(t, a, loc_a, noise_NA)
-                pending_a = worker.submit(self._step, a, actions_a, self._mask(a))
+                pending_a = worker.submit(step_running, a.env, actions_a, self._running(a))
                 loc_b = self._policy(t, b)  # while part a's physics runs
                 actions_b = self._actions(t, b, loc_b, noise_NA)
                 self._finish(t, a, pending_a)
-                pending_b = worker.submit(self._step, b, actions_b, self._mask(b))
+                pending_b = worker.submit(step_running, b.env, actions_b, self._running(b))
                 if t + 1 < horizon:
                     loc_a = self._policy(t + 1, a)  # while part b's physics runs
             assert pending_b is not None
             self._finish(horizon - 1, b, pending_b)
         return horizon
 
-    def _mask(self, part: Part) -> np.ndarray | None:
-        # Only the part's running episodes step (as in Collector._run); copied on the main
-        # thread when the step is submitted, before _finish updates alive_N.
-        return self.alive_N[part.rows].copy() if steps_masked(part.env) else None
-
-    @staticmethod
-    def _step(part: Part, actions: np.ndarray, mask: np.ndarray | None) -> tuple:
-        return part.env.step(actions) if mask is None else part.env.step(actions, mask=mask)
+    def _running(self, part: Part) -> np.ndarray:
+        # Copied on the main thread when the step is submitted, before _finish updates alive_N.
+        return self.alive_N[part.rows].copy()
 
     def _policy(self, t: int, part: Part) -> tuple[torch.Tensor, torch.Tensor]:
         tic = time.perf_counter()
