@@ -213,7 +213,8 @@ def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
     for ax, result in zip(axes[0], results, strict=True):
         for i, (label, entry) in enumerate(result["labels"].items()):
             steps = range(len(entry["iqm"]))
-            band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({entry['seeds']} seeds)", i)
+            n = entry["seeds"]
+            band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({n} seed{'s' * (n != 1)})", i)
         ax.set_xticks(range(max(len(e["iqm"]) for e in result["labels"].values())))
         ylabel = f"IQM {result['metric']} (95% stratified bootstrap CI)"
         ax.set(xlabel="adaptation steps", ylabel=ylabel)
