@@ -214,7 +214,8 @@ def aggregate_figure(results: list[dict[str, Any]]) -> bytes:
         for i, (label, entry) in enumerate(result["labels"].items()):
             steps = range(len(entry["iqm"]))
             n = entry["seeds"]
-            band(ax, steps, entry["iqm"], entry["iqm_ci"], f"{label} ({n} seed{'s' * (n != 1)})", i)
+            name = f"{label} ({n} seed{'s' if n != 1 else ''})"
+            band(ax, steps, entry["iqm"], entry["iqm_ci"], name, i)
         ax.set_xticks(range(max(len(e["iqm"]) for e in result["labels"].values())))
         ylabel = f"IQM {result['metric']} (95% stratified bootstrap CI)"
         ax.set(xlabel="adaptation steps", ylabel=ylabel)
